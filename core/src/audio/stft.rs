@@ -1,0 +1,148 @@
+//! Short-time Fourier transform as `librosa.stft`: centred frames padded by `n_fft // 2`
+//! (zeros or reflection), windowed, real-input FFT of any length.
+
+use std::fmt;
+use std::sync::Arc;
+
+use realfft::{RealFftPlanner, RealToComplex};
+
+use super::window::window;
+use crate::error::{Error, Result};
+use crate::spec::{PadMode, StftParams};
+
+/// A reusable STFT: owns the padded window and the FFT plan. Independent of the signal length,
+/// so one plan serves clips of any duration.
+pub struct StftPlan {
+    pub params: StftParams,
+    pub window: Vec<f32>,
+    fft: Arc<dyn RealToComplex<f32>>,
+}
+
+impl fmt::Debug for StftPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StftPlan").field("params", &self.params).finish_non_exhaustive()
+    }
+}
+
+impl StftPlan {
+    pub fn new(params: StftParams) -> Self {
+        let window = window(params.window, params.win_length, params.n_fft);
+        let fft = RealFftPlanner::<f32>::new().plan_fft_forward(params.n_fft);
+        StftPlan { params, window, fft }
+    }
+
+    pub fn n_freq(&self) -> usize {
+        self.params.n_fft / 2 + 1
+    }
+
+    /// Samples of padding before the signal (librosa pads `n_fft // 2` on both sides).
+    pub fn pad(&self) -> usize {
+        if self.params.center {
+            self.params.n_fft / 2
+        } else {
+            0
+        }
+    }
+
+    /// Number of frames for a signal of `samples`, or librosa's error for an uncentred signal
+    /// shorter than the window.
+    pub fn n_frames(&self, samples: usize) -> Result<usize> {
+        let n_fft = self.params.n_fft;
+        if samples == 0 {
+            return Err(Error::input("stft", "the signal is empty"));
+        }
+        let padded = samples + 2 * self.pad();
+        if padded < n_fft {
+            return Err(Error::input(
+                "stft",
+                format!(
+                    "n_fft={n_fft} is too large for {}analysis of a signal of length {samples}",
+                    if self.params.center { "" } else { "uncentered " }
+                ),
+            ));
+        }
+        Ok(1 + (padded - n_fft) / self.params.hop_length)
+    }
+
+    /// The sample at position `index` of the padded signal.
+    pub fn padded_sample(&self, signal: &[f32], index: usize) -> f32 {
+        let i = index as isize - self.pad() as isize;
+        let n = signal.len() as isize;
+        if (0..n).contains(&i) {
+            return signal[i as usize];
+        }
+        match self.params.pad_mode {
+            PadMode::Constant => 0.0,
+            PadMode::Reflect => signal[reflect_index(i, n)],
+        }
+    }
+
+    /// Writes the complex STFT of one channel as interleaved (re, im) pairs in
+    /// `(n_freq, n_frames)` row-major order.
+    pub fn process(&self, signal: &[f32], out: &mut [f32]) -> Result<()> {
+        let n_frames = self.n_frames(signal.len())?;
+        let n_freq = self.n_freq();
+        assert_eq!(out.len(), 2 * n_freq * n_frames, "STFT output buffer has the wrong size");
+        let mut frame = self.fft.make_input_vec();
+        let mut spectrum = self.fft.make_output_vec();
+        let mut scratch = self.fft.make_scratch_vec();
+        let hop = self.params.hop_length;
+        let pad = self.pad();
+        for t in 0..n_frames {
+            let start = t * hop;
+            let inside = start >= pad && start + self.params.n_fft <= pad + signal.len();
+            for (n, slot) in frame.iter_mut().enumerate() {
+                let x = if inside {
+                    signal[start + n - pad]
+                } else {
+                    self.padded_sample(signal, start + n)
+                };
+                *slot = x * self.window[n];
+            }
+            self.fft
+                .process_with_scratch(&mut frame, &mut spectrum, &mut scratch)
+                .map_err(|e| Error::input("stft", e.to_string()))?;
+            for (k, c) in spectrum.iter().enumerate() {
+                out[2 * (k * n_frames + t)] = c.re;
+                out[2 * (k * n_frames + t) + 1] = c.im;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// NumPy's `pad(mode='reflect')` index for any offset, including pads longer than the signal
+/// (reflection repeats with period `2 * (n - 1)`).
+pub fn reflect_index(i: isize, n: isize) -> usize {
+    if n == 1 {
+        return 0;
+    }
+    let period = 2 * (n - 1);
+    let m = i.rem_euclid(period);
+    (if m < n { m } else { period - m }) as usize
+}
+
+/// `|X| ** power` of interleaved complex values.
+pub fn magnitude(complex: &[f32], power: f32, out: &mut [f32]) {
+    for (o, c) in out.iter_mut().zip(complex.chunks_exact(2)) {
+        *o = if power == 2.0 {
+            c[0] * c[0] + c[1] * c[1]
+        } else if power == 1.0 {
+            c[0].hypot(c[1])
+        } else {
+            c[0].hypot(c[1]).powf(power)
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reflect_matches_numpy_for_long_pads() {
+        // np.pad([0, 1, 2], 5, mode='reflect') == [1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1, 0, 1]
+        let got: Vec<usize> = (-5..8).map(|i| reflect_index(i, 3)).collect();
+        assert_eq!(got, vec![1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1, 0, 1]);
+    }
+}

@@ -1,0 +1,592 @@
+//! The transform spec: `{"ops": [{"op": NAME, ...params}, ...]}`, parsed strictly.
+//!
+//! Unknown ops or fields, wrong types and impossible values are errors naming the op and field.
+//! Parameter names and defaults follow librosa (audio) and Pillow/torchvision (images).
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result, SpecLocation};
+
+/// A validated transform spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    pub ops: Vec<Op>,
+}
+
+/// What a spec starts from, fixed by its first op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    Audio,
+    Image,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    LoadAudio(LoadAudio),
+    Stft(StftParams),
+    Magnitude { power: f32 },
+    Mel(MelParams),
+    PowerToDb(DbParams),
+    Mfcc { n_mfcc: usize },
+    DecodeImage { mode: Option<ImageMode> },
+    Resize(ResizeParams),
+    CenterCrop { height: usize, width: usize },
+    ToFloat,
+    Normalize { mean: Vec<f32>, std: Vec<f32> },
+    Layout { to: Layout },
+}
+
+impl Op {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::LoadAudio(_) => "load_audio",
+            Op::Stft(_) => "stft",
+            Op::Magnitude { .. } => "magnitude",
+            Op::Mel(_) => "mel",
+            Op::PowerToDb(_) => "power_to_db",
+            Op::Mfcc { .. } => "mfcc",
+            Op::DecodeImage { .. } => "decode_image",
+            Op::Resize(_) => "resize",
+            Op::CenterCrop { .. } => "center_crop",
+            Op::ToFloat => "to_float",
+            Op::Normalize { .. } => "normalize",
+            Op::Layout { .. } => "layout",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadAudio {
+    /// Target rate in Hz. Default: `None`, keep the file's rate (librosa `sr=None`).
+    pub sample_rate: Option<u32>,
+    /// Default: true (librosa `to_mono`: mean over channels).
+    pub mono: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WindowKind {
+    Hann,
+    Hamming,
+    Ones,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PadMode {
+    Constant,
+    Reflect,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StftParams {
+    /// Default: 2048, as librosa.
+    pub n_fft: usize,
+    /// Default: `n_fft / 4`.
+    pub hop_length: usize,
+    /// Default: `n_fft`; the window is zero-padded to `n_fft`, centred.
+    pub win_length: usize,
+    /// Default: periodic Hann.
+    pub window: WindowKind,
+    /// Default: true.
+    pub center: bool,
+    /// Default: `constant` (zeros), as librosa >= 0.10.
+    pub pad_mode: PadMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MelNorm {
+    Slaney,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MelParams {
+    /// Default: the audio's rate after `load_audio`.
+    pub sample_rate: Option<u32>,
+    /// Default: 128.
+    pub n_mels: usize,
+    /// Default: 0.
+    pub fmin: f64,
+    /// Default: `sample_rate / 2`.
+    pub fmax: Option<f64>,
+    /// Default: false (Slaney mel scale).
+    pub htk: bool,
+    /// Default: `slaney` area normalisation; JSON `null` means none.
+    pub norm: MelNorm,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DbRef {
+    Value(f64),
+    /// librosa `ref=np.max`: relative to the maximum over the whole array.
+    Max,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DbParams {
+    /// Default: 1.0.
+    pub reference: DbRef,
+    /// Default: 1e-10.
+    pub amin: f64,
+    /// Default: 80.0; JSON `null` disables clipping.
+    pub top_db: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ImageMode {
+    L,
+    Rgb,
+    Rgba,
+}
+
+impl ImageMode {
+    pub fn channels(self) -> usize {
+        match self {
+            ImageMode::L => 1,
+            ImageMode::Rgb => 3,
+            ImageMode::Rgba => 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Filter {
+    Nearest,
+    Bilinear,
+    Bicubic,
+    Lanczos,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResizeSize {
+    Exact { height: usize, width: usize },
+    /// torchvision `Resize(int)`: the shorter side becomes this, the longer keeps the aspect ratio
+    /// (truncated).
+    ShorterSide(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ResizeParams {
+    pub size: ResizeSize,
+    /// Default: `bilinear`, as torchvision's `Resize`.
+    pub filter: Filter,
+    /// Default: true: downscaling widens the filter support by the scale factor, as Pillow always
+    /// does. `false` keeps the unscaled support (aliasing, like torchvision `antialias=False`).
+    pub antialias: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Layout {
+    Hwc,
+    Chw,
+}
+
+impl Spec {
+    /// Parses and validates a spec from JSON text.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let value: Value = serde_json::from_str(text).map_err(|e| Error::Spec {
+            location: top_location(None),
+            message: format!("invalid JSON: {e}"),
+        })?;
+        Self::from_value(&value)
+    }
+
+    pub fn from_value(value: &Value) -> Result<Self> {
+        let root = value.as_object().ok_or_else(|| spec_error(None, "must be a JSON object"))?;
+        if let Some(key) = root.keys().find(|k| k.as_str() != "ops") {
+            return Err(spec_error(Some(key), "unknown field"));
+        }
+        let ops_value = root.get("ops").ok_or_else(|| spec_error(Some("ops"), "missing"))?;
+        let list = ops_value
+            .as_array()
+            .ok_or_else(|| spec_error(Some("ops"), "must be an array of ops"))?;
+        if list.is_empty() {
+            return Err(spec_error(Some("ops"), "must contain at least one op"));
+        }
+        let ops = list
+            .iter()
+            .enumerate()
+            .map(|(index, v)| parse_op(index, v))
+            .collect::<Result<Vec<_>>>()?;
+        let spec = Spec { ops };
+        spec.check_order()?;
+        Ok(spec)
+    }
+
+    pub fn source_kind(&self) -> SourceKind {
+        match self.ops[0] {
+            Op::LoadAudio(_) => SourceKind::Audio,
+            _ => SourceKind::Image,
+        }
+    }
+
+    /// Checks that every op receives the kind of data it accepts.
+    fn check_order(&self) -> Result<()> {
+        #[derive(PartialEq, Clone, Copy)]
+        enum Stage {
+            Waveform,
+            Complex,
+            Spectrogram,
+            MelSpectrogram,
+            Decibels { mel: bool },
+            Cepstrum,
+            ImageU8,
+            ImageF32,
+        }
+        let mut stage = match self.ops[0] {
+            Op::LoadAudio(_) => Stage::Waveform,
+            Op::DecodeImage { .. } => Stage::ImageU8,
+            ref other => {
+                return Err(op_error(
+                    0,
+                    other.name(),
+                    None,
+                    "the first op must be `load_audio` or `decode_image`",
+                ))
+            }
+        };
+        let mut laid_out = false;
+        for (index, op) in self.ops.iter().enumerate().skip(1) {
+            let fail = |why: &str| Err(op_error(index, op.name(), None, why));
+            stage = match (op, stage) {
+                (Op::LoadAudio(_) | Op::DecodeImage { .. }, _) => {
+                    return fail("may only be the first op")
+                }
+                (Op::Stft(_), Stage::Waveform) => Stage::Complex,
+                (Op::Stft(_), _) => return fail("needs a waveform (directly after `load_audio`)"),
+                (Op::Magnitude { .. }, Stage::Complex) => Stage::Spectrogram,
+                (Op::Magnitude { .. }, _) => return fail("needs a complex STFT (after `stft`)"),
+                (Op::Mel(_), Stage::Spectrogram) => Stage::MelSpectrogram,
+                (Op::Mel(_), _) => return fail("needs a magnitude/power spectrogram (after `magnitude`)"),
+                (Op::PowerToDb(_), Stage::Spectrogram) => Stage::Decibels { mel: false },
+                (Op::PowerToDb(_), Stage::MelSpectrogram) => Stage::Decibels { mel: true },
+                (Op::PowerToDb(_), _) => {
+                    return fail("needs a real spectrogram (after `magnitude` or `mel`)")
+                }
+                (Op::Mfcc { .. }, Stage::Decibels { mel: true }) => Stage::Cepstrum,
+                (Op::Mfcc { .. }, _) => {
+                    return fail("needs a log-power mel spectrogram (`mel` then `power_to_db`)")
+                }
+                (Op::Resize(_), Stage::ImageU8) if !laid_out => Stage::ImageU8,
+                (Op::Resize(_), _) => {
+                    return fail("needs a uint8 HWC image (before `to_float` and `layout`)")
+                }
+                (Op::CenterCrop { .. }, s @ (Stage::ImageU8 | Stage::ImageF32)) => s,
+                (Op::ToFloat, Stage::ImageU8) => Stage::ImageF32,
+                (Op::ToFloat, _) => return fail("needs a uint8 image"),
+                (Op::Normalize { .. }, Stage::ImageF32) => Stage::ImageF32,
+                (Op::Normalize { .. }, _) => {
+                    return fail("needs a float image (add `to_float` before it)")
+                }
+                (Op::Layout { .. }, s @ (Stage::ImageU8 | Stage::ImageF32)) => {
+                    laid_out = true;
+                    s
+                }
+                (Op::CenterCrop { .. } | Op::Layout { .. }, _) => return fail("needs an image"),
+            };
+        }
+        Ok(())
+    }
+}
+
+fn top_location(field: Option<&str>) -> SpecLocation {
+    SpecLocation { index: None, op: None, field: field.map(str::to_owned) }
+}
+
+fn spec_error(field: Option<&str>, message: &str) -> Error {
+    Error::Spec { location: top_location(field), message: message.to_owned() }
+}
+
+fn op_error(index: usize, op: &str, field: Option<&str>, message: impl Into<String>) -> Error {
+    Error::Spec {
+        location: SpecLocation {
+            index: Some(index),
+            op: Some(op.to_owned()),
+            field: field.map(str::to_owned),
+        },
+        message: message.into(),
+    }
+}
+
+/// A field as written: absent, explicit `null`, or a value. librosa gives `None` a meaning of
+/// its own for some parameters (`top_db=None`, `norm=None`), so absent and null differ.
+enum Field<'a> {
+    Absent,
+    Null,
+    Value(&'a Value),
+}
+
+struct OpReader<'a> {
+    index: usize,
+    name: &'a str,
+    fields: &'a Map<String, Value>,
+    seen: Vec<&'static str>,
+}
+
+impl<'a> OpReader<'a> {
+    fn error(&self, field: &str, message: impl Into<String>) -> Error {
+        op_error(self.index, self.name, Some(field), message)
+    }
+
+    fn field(&mut self, key: &'static str) -> Field<'a> {
+        self.seen.push(key);
+        match self.fields.get(key) {
+            None => Field::Absent,
+            Some(Value::Null) => Field::Null,
+            Some(v) => Field::Value(v),
+        }
+    }
+
+    fn value(&mut self, key: &'static str) -> Option<&'a Value> {
+        match self.field(key) {
+            Field::Value(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    fn positive_int(&mut self, key: &'static str) -> Result<Option<usize>> {
+        match self.value(key) {
+            None => Ok(None),
+            Some(v) => match v.as_u64() {
+                Some(n) if n >= 1 => Ok(Some(n as usize)),
+                _ => Err(self.error(key, format!("must be a positive integer, got {v}"))),
+            },
+        }
+    }
+
+    fn required_int(&mut self, key: &'static str) -> Result<usize> {
+        self.positive_int(key)?.ok_or_else(|| self.error(key, "is required"))
+    }
+
+    fn number(&mut self, key: &'static str) -> Result<Option<f64>> {
+        match self.value(key) {
+            None => Ok(None),
+            Some(v) => match v.as_f64() {
+                Some(x) if x.is_finite() => Ok(Some(x)),
+                _ => Err(self.error(key, format!("must be a number, got {v}"))),
+            },
+        }
+    }
+
+    fn boolean(&mut self, key: &'static str, default: bool) -> Result<bool> {
+        match self.value(key) {
+            None => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(v) => Err(self.error(key, format!("must be true or false, got {v}"))),
+        }
+    }
+
+    fn choice<T: Copy>(
+        &mut self,
+        key: &'static str,
+        options: &[(&str, T)],
+    ) -> Result<Option<T>> {
+        let Some(v) = self.value(key) else { return Ok(None) };
+        let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+        let text = v.as_str().map(str::to_ascii_lowercase);
+        options
+            .iter()
+            .find(|(n, _)| Some(n.to_ascii_lowercase()) == text)
+            .map(|(_, t)| Some(*t))
+            .ok_or_else(|| self.error(key, format!("must be one of {names:?}, got {v}")))
+    }
+
+    fn number_list(&mut self, key: &'static str) -> Result<Vec<f32>> {
+        let v = self.value(key).ok_or_else(|| self.error(key, "is required"))?;
+        let items = match v {
+            Value::Array(items) if !items.is_empty() => items,
+            _ => return Err(self.error(key, format!("must be a non-empty list of numbers, got {v}"))),
+        };
+        items
+            .iter()
+            .map(|x| match x.as_f64() {
+                Some(f) if f.is_finite() => Ok(f as f32),
+                _ => Err(self.error(key, format!("must contain only numbers, got {x}"))),
+            })
+            .collect()
+    }
+
+    fn finish(self) -> Result<()> {
+        match self.fields.keys().find(|k| k.as_str() != "op" && !self.seen.contains(&k.as_str())) {
+            Some(unknown) => Err(op_error(self.index, self.name, Some(unknown), "unknown field")),
+            None => Ok(()),
+        }
+    }
+}
+
+fn parse_op(index: usize, value: &Value) -> Result<Op> {
+    let fields = value.as_object().ok_or_else(|| Error::Spec {
+        location: SpecLocation { index: Some(index), op: None, field: None },
+        message: format!("must be an object with an `op` field, got {value}"),
+    })?;
+    let name = match fields.get("op") {
+        Some(Value::String(s)) => s.as_str(),
+        _ => {
+            return Err(Error::Spec {
+                location: SpecLocation { index: Some(index), op: None, field: Some("op".into()) },
+                message: "missing or not a string".into(),
+            })
+        }
+    };
+    let mut r = OpReader { index, name, fields, seen: Vec::new() };
+    let op = match name {
+        "load_audio" => {
+            let sample_rate = r.positive_int("sample_rate")?;
+            let sample_rate = sample_rate
+                .map(|sr| u32::try_from(sr).map_err(|_| r.error("sample_rate", "is too large")))
+                .transpose()?;
+            Op::LoadAudio(LoadAudio { sample_rate, mono: r.boolean("mono", true)? })
+        }
+        "stft" => {
+            let n_fft = r.positive_int("n_fft")?.unwrap_or(2048);
+            let win_length = r.positive_int("win_length")?.unwrap_or(n_fft);
+            if win_length > n_fft {
+                return Err(r.error(
+                    "win_length",
+                    format!("must be <= n_fft ({n_fft}), got {win_length}"),
+                ));
+            }
+            let hop_length = r.positive_int("hop_length")?.unwrap_or((n_fft / 4).max(1));
+            let window = r
+                .choice(
+                    "window",
+                    &[
+                        ("hann", WindowKind::Hann),
+                        ("hamming", WindowKind::Hamming),
+                        ("ones", WindowKind::Ones),
+                        ("boxcar", WindowKind::Ones),
+                    ],
+                )?
+                .unwrap_or(WindowKind::Hann);
+            let center = r.boolean("center", true)?;
+            let pad_mode = r
+                .choice("pad_mode", &[("constant", PadMode::Constant), ("reflect", PadMode::Reflect)])?
+                .unwrap_or(PadMode::Constant);
+            Op::Stft(StftParams { n_fft, hop_length, win_length, window, center, pad_mode })
+        }
+        "magnitude" => {
+            let power = r.number("power")?.unwrap_or(1.0);
+            if power <= 0.0 {
+                return Err(r.error("power", format!("must be > 0, got {power}")));
+            }
+            Op::Magnitude { power: power as f32 }
+        }
+        "mel" => {
+            let sample_rate = r.positive_int("sample_rate")?.map(|s| s as u32);
+            let n_mels = r.positive_int("n_mels")?.unwrap_or(128);
+            let fmin = r.number("fmin")?.unwrap_or(0.0);
+            if fmin < 0.0 {
+                return Err(r.error("fmin", format!("must be >= 0, got {fmin}")));
+            }
+            let fmax = r.number("fmax")?;
+            if let Some(fmax) = fmax {
+                if fmax <= fmin {
+                    return Err(r.error("fmax", format!("must be > fmin ({fmin}), got {fmax}")));
+                }
+            }
+            let htk = r.boolean("htk", false)?;
+            let norm = match r.field("norm") {
+                Field::Absent => MelNorm::Slaney,
+                Field::Null => MelNorm::None,
+                Field::Value(Value::String(s)) if s == "slaney" => MelNorm::Slaney,
+                Field::Value(v) => {
+                    return Err(r.error("norm", format!("must be \"slaney\" or null, got {v}")))
+                }
+            };
+            Op::Mel(MelParams { sample_rate, n_mels, fmin, fmax, htk, norm })
+        }
+        "power_to_db" => {
+            let reference = match r.value("ref") {
+                None => DbRef::Value(1.0),
+                Some(Value::String(s)) if s == "max" => DbRef::Max,
+                Some(v) => match v.as_f64() {
+                    Some(x) if x.is_finite() && x >= 0.0 => DbRef::Value(x),
+                    _ => {
+                        return Err(r.error(
+                            "ref",
+                            format!("must be a number >= 0 or \"max\", got {v}"),
+                        ))
+                    }
+                },
+            };
+            let amin = r.number("amin")?.unwrap_or(1e-10);
+            if amin <= 0.0 {
+                return Err(r.error("amin", format!("must be > 0, got {amin}")));
+            }
+            let top_db = match r.field("top_db") {
+                Field::Absent => Some(80.0),
+                Field::Null => None,
+                Field::Value(v) => match v.as_f64() {
+                    Some(x) if x.is_finite() && x >= 0.0 => Some(x),
+                    _ => return Err(r.error("top_db", format!("must be a number >= 0 or null, got {v}"))),
+                },
+            };
+            Op::PowerToDb(DbParams { reference, amin, top_db })
+        }
+        "mfcc" => Op::Mfcc { n_mfcc: r.positive_int("n_mfcc")?.unwrap_or(20) },
+        "decode_image" => Op::DecodeImage {
+            mode: r.choice(
+                "mode",
+                &[("L", ImageMode::L), ("RGB", ImageMode::Rgb), ("RGBA", ImageMode::Rgba)],
+            )?,
+        },
+        "resize" => {
+            let height = r.positive_int("height")?;
+            let width = r.positive_int("width")?;
+            let shorter = r.positive_int("shorter_side")?;
+            let size = match (height, width, shorter) {
+                (Some(height), Some(width), None) => ResizeSize::Exact { height, width },
+                (None, None, Some(side)) => ResizeSize::ShorterSide(side),
+                (_, _, Some(_)) => {
+                    return Err(r.error("shorter_side", "give either `shorter_side` or `height`+`width`, not both"))
+                }
+                (None, _, None) => return Err(r.error("height", "is required (or give `shorter_side`)")),
+                (_, None, None) => return Err(r.error("width", "is required (or give `shorter_side`)")),
+            };
+            let filter = r
+                .choice(
+                    "filter",
+                    &[
+                        ("nearest", Filter::Nearest),
+                        ("bilinear", Filter::Bilinear),
+                        ("bicubic", Filter::Bicubic),
+                        ("lanczos", Filter::Lanczos),
+                    ],
+                )?
+                .unwrap_or(Filter::Bilinear);
+            let antialias = r.boolean("antialias", true)?;
+            Op::Resize(ResizeParams { size, filter, antialias })
+        }
+        "center_crop" => {
+            Op::CenterCrop { height: r.required_int("height")?, width: r.required_int("width")? }
+        }
+        "to_float" => Op::ToFloat,
+        "normalize" => {
+            let mean = r.number_list("mean")?;
+            let std = r.number_list("std")?;
+            if mean.len() != std.len() {
+                return Err(r.error(
+                    "std",
+                    format!("must have as many values as `mean` ({}), got {}", mean.len(), std.len()),
+                ));
+            }
+            if std.iter().any(|&s| s == 0.0) {
+                return Err(r.error("std", "must not contain 0"));
+            }
+            Op::Normalize { mean, std }
+        }
+        "layout" => {
+            let to = r.choice("to", &[("chw", Layout::Chw), ("hwc", Layout::Hwc)])?;
+            Op::Layout { to: to.ok_or_else(|| r.error("to", "is required (\"chw\")"))? }
+        }
+        other => {
+            return Err(Error::Spec {
+                location: SpecLocation { index: Some(index), op: Some(other.to_owned()), field: None },
+                message: "unknown op; known ops: load_audio, stft, magnitude, mel, power_to_db, mfcc, \
+                          decode_image, resize, center_crop, to_float, normalize, layout"
+                    .into(),
+            })
+        }
+    };
+    r.finish()?;
+    Ok(op)
+}
