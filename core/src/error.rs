@@ -16,6 +16,9 @@ pub enum Error {
     /// The input is valid but the requested operation cannot be applied to it.
     #[error("{op}: {reason}")]
     Input { op: &'static str, reason: String },
+    /// A backend other than the CPU reference failed (device lost, out of memory, ...).
+    #[error("{backend} backend: {reason}")]
+    Backend { backend: &'static str, reason: String },
 }
 
 /// Where in a spec an error was found: op index and name, and the field if any.

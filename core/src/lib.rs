@@ -28,6 +28,7 @@ pub mod audio;
 pub mod backend;
 pub mod error;
 pub mod image;
+pub mod npy;
 pub mod pipeline;
 pub mod plan;
 pub mod spec;

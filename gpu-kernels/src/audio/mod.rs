@@ -1,0 +1,184 @@
+//! Audio kernels on the device: STFT (framing, padding, window, DFT of any length), |X|^p,
+//! sparse mel, power_to_db and the MFCC DCT.
+
+use std::sync::Arc;
+
+use kiln_core::audio::{db::reference_db, mel::MelFilterbank, stft::StftPlan};
+use kiln_core::spec::{DbParams, DbRef, PadMode};
+use kiln_core::DType;
+
+use crate::kernel::{flat_groups, groups, shader, DeviceTensor, Kernel, Recorder, Slot};
+use crate::{BackendError, Resources};
+
+pub(crate) struct AudioKernels {
+    stft: Kernel,
+    magnitude: Kernel,
+    mel: Kernel,
+    max_reduce: Kernel,
+    to_db: Kernel,
+    dct: Kernel,
+}
+
+/// Device copies of a plan's tables, built once per plan.
+pub(crate) struct StftTables {
+    window: wgpu::Buffer,
+    twiddles: wgpu::Buffer,
+}
+
+pub(crate) struct MelTables {
+    filters: wgpu::Buffer,
+    weights: wgpu::Buffer,
+}
+
+impl AudioKernels {
+    pub(crate) fn new(device: &wgpu::Device) -> Self {
+        use Slot::{Read, ReadWrite, Uniform};
+        let stft = shader(device, "stft.wgsl", include_str!("stft.wgsl"));
+        let magnitude = shader(device, "magnitude.wgsl", include_str!("magnitude.wgsl"));
+        let mel = shader(device, "mel.wgsl", include_str!("mel.wgsl"));
+        let db = shader(device, "db.wgsl", include_str!("db.wgsl"));
+        let dct = shader(device, "dct.wgsl", include_str!("dct.wgsl"));
+        AudioKernels {
+            stft: Kernel::new(device, &stft, "stft_dft", &[Uniform, Read, Read, Read, ReadWrite]),
+            magnitude: Kernel::new(device, &magnitude, "magnitude", &[Uniform, Read, ReadWrite]),
+            mel: Kernel::new(device, &mel, "mel_apply", &[Uniform, Read, Read, Read, ReadWrite]),
+            max_reduce: Kernel::new(device, &db, "max_reduce", &[Uniform, ReadWrite, ReadWrite]),
+            to_db: Kernel::new(device, &db, "to_db", &[Uniform, ReadWrite, ReadWrite]),
+            dct: Kernel::new(device, &dct, "dct_apply", &[Uniform, Read, Read, ReadWrite]),
+        }
+    }
+
+    pub(crate) fn stft(
+        &self,
+        rec: &mut Recorder,
+        resources: &Resources,
+        plan: &Arc<StftPlan>,
+        input: DeviceTensor,
+    ) -> Result<DeviceTensor, BackendError> {
+        let tables = resources.get(plan, || {
+            let n = plan.params.n_fft;
+            let twiddles: Vec<f32> = (0..n)
+                .flat_map(|j| {
+                    let angle = -2.0 * std::f64::consts::PI * j as f64 / n as f64;
+                    [angle.cos() as f32, angle.sin() as f32]
+                })
+                .collect();
+            StftTables {
+                window: rec.upload("window", bytemuck::cast_slice(&plan.window)),
+                twiddles: rec.upload("twiddles", bytemuck::cast_slice(&twiddles)),
+            }
+        });
+        let samples = *input.shape.last().expect("waveform has a sample axis");
+        let lead = &input.shape[..input.shape.len() - 1];
+        let channels: usize = lead.iter().product();
+        let n_frames = plan.n_frames(samples).map_err(BackendError::Kernel)?;
+        let n_freq = plan.n_freq();
+        let out = rec.storage("stft", 2 * channels * n_freq * n_frames);
+        // One dispatch covers at most 65535 frames (the per-dimension workgroup limit).
+        for offset in (0..n_frames).step_by(65_535) {
+            let count = (n_frames - offset).min(65_535);
+            let params = rec.uniform(&[
+                plan.params.n_fft as u32,
+                plan.params.hop_length as u32,
+                plan.pad() as u32,
+                samples as u32,
+                n_frames as u32,
+                n_freq as u32,
+                u32::from(plan.params.pad_mode == PadMode::Reflect),
+                offset as u32,
+            ]);
+            rec.dispatch(
+                &self.stft,
+                &[&params, &input.buffer, &tables.window, &tables.twiddles, &out],
+                (groups(n_freq, 64), count as u32, channels as u32),
+            );
+        }
+        let shape = lead.iter().copied().chain([n_freq, n_frames]).collect();
+        Ok(DeviceTensor { buffer: out, shape, dtype: DType::C64 })
+    }
+
+    pub(crate) fn magnitude(&self, rec: &mut Recorder, power: f32, input: DeviceTensor) -> DeviceTensor {
+        let count = input.len();
+        let out = rec.storage("magnitude", count);
+        let params = rec.uniform(&[count as u32, power.to_bits(), 0, 0]);
+        rec.dispatch(&self.magnitude, &[&params, &input.buffer, &out], flat_groups(count));
+        DeviceTensor { buffer: out, shape: input.shape, dtype: DType::F32 }
+    }
+
+    pub(crate) fn mel(
+        &self,
+        rec: &mut Recorder,
+        resources: &Resources,
+        bank: &Arc<MelFilterbank>,
+        input: DeviceTensor,
+    ) -> DeviceTensor {
+        let tables = resources.get(bank, || {
+            let mut filters = Vec::with_capacity(bank.n_mels() * 4);
+            let mut weights = Vec::new();
+            for f in &bank.filters {
+                filters.extend([f.first_bin as u32, f.weights.len() as u32, weights.len() as u32, 0]);
+                weights.extend_from_slice(&f.weights);
+            }
+            MelTables {
+                filters: rec.upload("mel filters", bytemuck::cast_slice(&filters)),
+                weights: rec.upload("mel weights", bytemuck::cast_slice(&weights)),
+            }
+        });
+        let rank = input.shape.len();
+        let (n_freq, n_frames) = (input.shape[rank - 2], input.shape[rank - 1]);
+        let channels: usize = input.shape[..rank - 2].iter().product();
+        let n_mels = bank.n_mels();
+        let out = rec.storage("mel", channels * n_mels * n_frames);
+        let params = rec.uniform(&[n_freq as u32, n_mels as u32, n_frames as u32, channels as u32]);
+        rec.dispatch(
+            &self.mel,
+            &[&params, &tables.filters, &tables.weights, &input.buffer, &out],
+            (groups(n_frames, 64), groups(n_mels, 4), channels as u32),
+        );
+        let shape = input.shape[..rank - 2].iter().copied().chain([n_mels, n_frames]).collect();
+        DeviceTensor { buffer: out, shape, dtype: DType::F32 }
+    }
+
+    pub(crate) fn power_to_db(&self, rec: &mut Recorder, db: &DbParams, values: DeviceTensor) -> DeviceTensor {
+        let count = values.len();
+        let ref_db = reference_db(db, 0.0) as f32;
+        let params = rec.uniform(&[
+            count as u32,
+            u32::from(db.reference == DbRef::Max),
+            u32::from(db.top_db.is_some()),
+            0,
+            (db.amin as f32).to_bits(),
+            ref_db.to_bits(),
+            (db.top_db.unwrap_or(0.0) as f32).to_bits(),
+            0,
+        ]);
+        let peak = rec.upload("peak", &[0u8; 4]);
+        rec.dispatch(&self.max_reduce, &[&params, &values.buffer, &peak], flat_groups(count));
+        rec.dispatch(&self.to_db, &[&params, &values.buffer, &peak], flat_groups(count));
+        values
+    }
+
+    pub(crate) fn mfcc(
+        &self,
+        rec: &mut Recorder,
+        resources: &Resources,
+        dct: &Arc<Vec<f32>>,
+        n_mfcc: usize,
+        n_mels: usize,
+        input: DeviceTensor,
+    ) -> DeviceTensor {
+        let matrix = resources.get(dct, || rec.upload("dct", bytemuck::cast_slice(dct)));
+        let rank = input.shape.len();
+        let n_frames = input.shape[rank - 1];
+        let channels: usize = input.shape[..rank - 2].iter().product();
+        let out = rec.storage("mfcc", channels * n_mfcc * n_frames);
+        let params = rec.uniform(&[n_mels as u32, n_mfcc as u32, n_frames as u32, channels as u32]);
+        rec.dispatch(
+            &self.dct,
+            &[&params, &matrix, &input.buffer, &out],
+            (groups(n_frames, 64), groups(n_mfcc, 4), channels as u32),
+        );
+        let shape = input.shape[..rank - 2].iter().copied().chain([n_mfcc, n_frames]).collect();
+        DeviceTensor { buffer: out, shape, dtype: DType::F32 }
+    }
+}

@@ -1,0 +1,154 @@
+// Per-pixel image kernels: Pillow's premultiplied alpha, NEAREST gathers, torchvision's centre
+// crop, ToTensor scaling, Normalize and HWC <-> CHW. Values are one u32 per element (uint8
+// images) or f32 bits; crop and layout move bits and so serve both.
+
+struct Params {
+    height: u32,
+    width: u32,
+    channels: u32,
+    out_height: u32,
+    out_width: u32,
+    top: i32,
+    left: i32,
+    chw: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> src: array<u32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<u32>;
+// NEAREST: source rows then source columns; normalize: means then stds (as f32 bits).
+@group(0) @binding(3) var<storage, read> table: array<u32>;
+
+fn flat_index(id: vec3<u32>, groups: vec3<u32>) -> u32 {
+    return id.x + id.y * groups.x * 256u;
+}
+
+fn pixel_count() -> u32 {
+    return params.height * params.width;
+}
+
+@compute @workgroup_size(256)
+fn premultiply(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let p = flat_index(id, groups);
+    if (p >= pixel_count()) {
+        return;
+    }
+    let a = src[p * 4u + 3u];
+    for (var ch = 0u; ch < 3u; ch = ch + 1u) {
+        let t = src[p * 4u + ch] * a + 128u;
+        dst[p * 4u + ch] = ((t >> 8u) + t) >> 8u;
+    }
+    dst[p * 4u + 3u] = a;
+}
+
+@compute @workgroup_size(256)
+fn unpremultiply(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let p = flat_index(id, groups);
+    if (p >= pixel_count()) {
+        return;
+    }
+    let a = src[p * 4u + 3u];
+    for (var ch = 0u; ch < 3u; ch = ch + 1u) {
+        let c = src[p * 4u + ch];
+        var v = c;
+        if (a != 0u && a != 255u) {
+            v = min(255u, (255u * c) / a);
+        }
+        dst[p * 4u + ch] = v;
+    }
+    dst[p * 4u + 3u] = a;
+}
+
+@compute @workgroup_size(256)
+fn nearest(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = flat_index(id, groups);
+    let c = params.channels;
+    if (i >= params.out_height * params.out_width * c) {
+        return;
+    }
+    let ch = i % c;
+    let x = (i / c) % params.out_width;
+    let y = i / (c * params.out_width);
+    let sy = table[y];
+    let sx = table[params.out_height + x];
+    dst[i] = src[(sy * params.width + sx) * c + ch];
+}
+
+@compute @workgroup_size(256)
+fn center_crop(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = flat_index(id, groups);
+    let c = params.channels;
+    let oh = params.out_height;
+    let ow = params.out_width;
+    if (i >= oh * ow * c) {
+        return;
+    }
+    var y: u32;
+    var x: u32;
+    var ch: u32;
+    if (params.chw == 1u) {
+        ch = i / (oh * ow);
+        y = (i / ow) % oh;
+        x = i % ow;
+    } else {
+        ch = i % c;
+        x = (i / c) % ow;
+        y = i / (c * ow);
+    }
+    let sy = i32(y) + params.top;
+    let sx = i32(x) + params.left;
+    var v = 0u;
+    if (sy >= 0 && sy < i32(params.height) && sx >= 0 && sx < i32(params.width)) {
+        if (params.chw == 1u) {
+            v = src[(ch * params.height + u32(sy)) * params.width + u32(sx)];
+        } else {
+            v = src[(u32(sy) * params.width + u32(sx)) * c + ch];
+        }
+    }
+    dst[i] = v;
+}
+
+@compute @workgroup_size(256)
+fn to_float(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = flat_index(id, groups);
+    if (i >= pixel_count() * params.channels) {
+        return;
+    }
+    dst[i] = bitcast<u32>(f32(src[i]) / 255.0);
+}
+
+@compute @workgroup_size(256)
+fn normalize(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = flat_index(id, groups);
+    let c = params.channels;
+    if (i >= pixel_count() * c) {
+        return;
+    }
+    var ch = i % c;
+    if (params.chw == 1u) {
+        ch = i / pixel_count();
+    }
+    let mean = bitcast<f32>(table[ch]);
+    let deviation = bitcast<f32>(table[c + ch]);
+    dst[i] = bitcast<u32>((bitcast<f32>(src[i]) - mean) / deviation);
+}
+
+// HWC -> CHW when `chw` is 1, CHW -> HWC otherwise; one invocation per destination element.
+@compute @workgroup_size(256)
+fn relayout(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = flat_index(id, groups);
+    let c = params.channels;
+    let plane = pixel_count();
+    if (i >= plane * c) {
+        return;
+    }
+    if (params.chw == 1u) {
+        let ch = i / plane;
+        let p = i % plane;
+        dst[i] = src[p * c + ch];
+    } else {
+        let ch = i % c;
+        let p = i / c;
+        dst[i] = src[ch * plane + p];
+    }
+}
