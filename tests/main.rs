@@ -1,1 +1,10 @@
+//! kiln's cross-crate suite: every backend against the reference data and the CPU reference,
+//! shader validation, and end-to-end runs of the `kiln` binary.
 
+mod backends;
+mod compare;
+mod conformance;
+mod errors;
+mod refdata;
+mod shaders;
+mod wav_formats;

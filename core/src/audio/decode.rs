@@ -65,11 +65,9 @@ where
 {
     samples
         .map(|s| {
-            s.map(&to_f32).map_err(|e| match e {
-                hound::Error::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    Error::decode("WAV", "data chunk is truncated (file shorter than its header says)")
-                }
-                other => Error::decode("WAV", other),
+            // The header parsed, so a failure here is missing sample data.
+            s.map(&to_f32).map_err(|e| {
+                Error::decode("WAV", format!("data chunk is truncated (shorter than its header says): {e}"))
             })
         })
         .collect()
