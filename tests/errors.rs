@@ -65,7 +65,9 @@ fn bad_inputs_give_clear_errors(backend: &dyn Backend) {
     let jpeg = std::fs::read(crate::refdata::public_set().join("inputs/img_jpeg_rgb_640x480_q90.jpg")).unwrap();
     let message = run(backend, image.clone(), &jpeg[..2000]);
     assert!(message.contains("JPEG"), "{message}");
-    assert!(run(backend, image, b"GIF89a....").contains("not a PNG or JPEG"));
+    assert!(message.contains("image file is truncated"), "{message}");
+    assert!(run(backend, image.clone(), b"GIF89a....").contains("Gif is not supported (PNG and JPEG are)"));
+    assert!(run(backend, image, b"hello, world").contains("not a PNG or JPEG file"));
 }
 
 for_each_backend!(bad_inputs_give_clear_errors);

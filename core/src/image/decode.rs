@@ -1,6 +1,10 @@
 //! PNG/JPEG decoding to 8-bit L, RGB or RGBA, with Pillow's `convert` rules between modes.
 
 use image::{DynamicImage, ImageFormat};
+use zune_core::bytestream::ZCursor;
+use zune_core::colorspace::ColorSpace;
+use zune_core::options::DecoderOptions;
+use zune_jpeg::JpegDecoder;
 
 use crate::error::{Error, Result};
 use crate::spec::ImageMode;
@@ -23,17 +27,22 @@ pub fn decode_image(bytes: &[u8], mode: Option<ImageMode>) -> Result<Image> {
     let format = image::guess_format(bytes).map_err(|_| {
         Error::decode("image", "not a PNG or JPEG file (unrecognised signature)")
     })?;
-    let name = match format {
-        ImageFormat::Png => "PNG",
-        ImageFormat::Jpeg => "JPEG",
+    match format {
+        ImageFormat::Png => {}
+        ImageFormat::Jpeg => {
+            let (native_mode, width, height, native) = decode_jpeg(bytes)?;
+            let target = mode.unwrap_or(native_mode);
+            let pixels = convert(&native, native_mode, target);
+            return Ok(Image { height, width, mode: target, pixels });
+        }
         other => {
             return Err(Error::decode(
                 "image",
                 format!("{other:?} is not supported (PNG and JPEG are)"),
             ))
         }
-    };
-    let decoded = image::load_from_memory_with_format(bytes, format).map_err(|e| Error::decode(name, e))?;
+    }
+    let decoded = image::load_from_memory_with_format(bytes, format).map_err(|e| Error::decode("PNG", e))?;
     let (width, height) = (decoded.width() as usize, decoded.height() as usize);
     let (native_mode, native): (ImageMode, Vec<u8>) = match decoded {
         DynamicImage::ImageLuma8(b) => (ImageMode::L, b.into_raw()),
@@ -51,6 +60,38 @@ pub fn decode_image(bytes: &[u8], mode: Option<ImageMode>) -> Result<Image> {
     let target = mode.unwrap_or(native_mode);
     let pixels = convert(&native, native_mode, target);
     Ok(Image { height, width, mode: target, pixels })
+}
+
+/// Decodes a JPEG with zune-jpeg to L (grayscale files) or RGB (colour, including CMYK).
+///
+/// Like Pillow (libjpeg), damaged entropy data decodes as well as it can, but a file that ends
+/// before its last scan is an error: the missing rows would otherwise come back as flat gray.
+fn decode_jpeg(bytes: &[u8]) -> Result<(ImageMode, usize, usize, Vec<u8>)> {
+    let run = |strict: bool| -> Result<(ImageMode, usize, usize, Vec<u8>), zune_jpeg::errors::DecodeErrors> {
+        let options = DecoderOptions::default()
+            .set_strict_mode(strict)
+            .set_max_width(usize::from(u16::MAX))
+            .set_max_height(usize::from(u16::MAX));
+        let mut probe = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+        probe.decode_headers()?;
+        let gray = matches!(probe.input_colorspace(), Some(ColorSpace::Luma));
+        let (mode, space) = if gray { (ImageMode::L, ColorSpace::Luma) } else { (ImageMode::Rgb, ColorSpace::RGB) };
+        let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), options.jpeg_set_out_colorspace(space));
+        let pixels = decoder.decode()?;
+        let (width, height) = decoder.dimensions().expect("headers decoded");
+        Ok((mode, width, height, pixels))
+    };
+    match run(true) {
+        Ok(decoded) => Ok(decoded),
+        Err(strict_error) => {
+            let lenient = run(false).map_err(|e| Error::decode("JPEG", e))?;
+            let reason = strict_error.to_string();
+            if ["Premature end", "No more bytes", "Exhausted data"].iter().any(|m| reason.contains(m)) {
+                return Err(Error::decode("JPEG", format!("image file is truncated ({reason})")));
+            }
+            Ok(lenient)
+        }
+    }
 }
 
 fn high_bytes(samples: Vec<u16>) -> Vec<u8> {
