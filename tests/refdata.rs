@@ -119,6 +119,14 @@ fn audio_spec(case: &Value) -> Option<Value> {
             let db = json!({"op": "power_to_db", "ref": p["ref"], "amin": p["amin"], "top_db": p["top_db"]});
             json!({"ops": [load, stft_op(up), power_from(up), mel_op(up), db]})
         }
+        "mfcc" => {
+            let up = &p["upstream"];
+            let d = &p["db"];
+            let db = json!({"op": "power_to_db", "ref": d["ref"], "amin": d["amin"], "top_db": d["top_db"]});
+            let mfcc = json!({"op": "mfcc", "n_mfcc": p["n_mfcc"]});
+            json!({"ops": [load, stft_op(up), power_from(up), mel_op(up), db, mfcc]})
+        }
+        "audio_resample" => json!({"ops": [{"op": "load_audio", "mono": false, "sample_rate": p["target_sr"]}]}),
         _ => return None,
     })
 }
@@ -175,7 +183,20 @@ fn check_case(backend: &dyn Backend, set: &Set, case: &Value) -> Result<String, 
             let max = close_f32(f32s(&got), &expected, 0.0, 0.0)?;
             Ok(format!("max |diff| {max:e} (exact)"))
         }
-        "stft_magnitude" | "stft_power" | "mel_spectrogram" | "power_to_db" => {
+        "audio_resample" => {
+            let got = run_spec(backend, &audio_spec(case).unwrap(), &set.input(case)).map_err(|e| e.to_string())?;
+            expect_shape(&got, &shape)?;
+            let samples = shape[shape.len() - 1];
+            let edge = case["tolerance"]["edge"].as_u64().unwrap_or(0) as usize;
+            let atol = tolerance(case, "atol");
+            let mut worst = 0.0f64;
+            for (g, r) in f32s(&got).chunks(samples).zip(f32s(&reference).chunks(samples)) {
+                let interior = edge..samples.saturating_sub(edge);
+                worst = worst.max(close_f32(&g[interior.clone()], &r[interior], atol, 0.0)?);
+            }
+            Ok(format!("interior max |diff| {worst:e} vs soxr_hq (atol {atol:e})"))
+        }
+        "stft_magnitude" | "stft_power" | "mel_spectrogram" | "power_to_db" | "mfcc" => {
             let got = run_spec(backend, &audio_spec(case).unwrap(), &set.input(case)).map_err(|e| e.to_string())?;
             expect_shape(&got, &shape)?;
             let (atol, rtol) = (tolerance(case, "atol"), tolerance(case, "rtol"));

@@ -3,7 +3,7 @@
 
 use std::io::Cursor;
 
-use rubato::{FftFixedIn, Resampler};
+use super::resample::Resampler;
 
 use crate::error::{Error, Result};
 
@@ -93,36 +93,15 @@ impl Audio {
     }
 }
 
-/// Resamples every channel from `from` Hz to `to` Hz with rubato's FFT resampler (band-limited,
-/// Blackman-Harris windowed sinc), delay-compensated and trimmed to librosa's length
-/// `ceil(n * to / from)`. Not bit-identical to librosa's default soxr_hq.
+/// Resamples every channel from `from` Hz to `to` Hz to librosa's length `ceil(n * to / from)`
+/// (see [`super::resample`]).
 pub fn resample(channels: &[Vec<f32>], from: u32, to: u32) -> Result<Vec<Vec<f32>>> {
     if from == to {
         return Ok(channels.to_vec());
     }
-    let n = channels.first().map_or(0, Vec::len);
-    let out_len = (n as u64 * u64::from(to)).div_ceil(u64::from(from)) as usize;
-    let mut resampler = FftFixedIn::<f32>::new(from as usize, to as usize, 1024, 2, channels.len())
-        .map_err(|e| Error::input("load_audio", format!("cannot resample {from} Hz -> {to} Hz: {e}")))?;
-    let delay = resampler.output_delay();
-    let mut out: Vec<Vec<f32>> = vec![Vec::with_capacity(out_len + delay); channels.len()];
-    let fail = |e: rubato::ResampleError| Error::input("load_audio", format!("resampling failed: {e}"));
-    let mut pos = 0;
-    while pos < n {
-        let need = resampler.input_frames_next();
-        let end = (pos + need).min(n);
-        let chunk: Vec<&[f32]> = channels.iter().map(|c| &c[pos..end]).collect();
-        let produced = if end - pos == need {
-            resampler.process(&chunk, None).map_err(fail)?
-        } else {
-            resampler.process_partial(Some(&chunk), None).map_err(fail)?
-        };
-        out.iter_mut().zip(produced).for_each(|(o, p)| o.extend(p));
-        pos = end;
+    if from == 0 {
+        return Err(Error::input("load_audio", "the file declares a sample rate of 0 Hz"));
     }
-    while out[0].len() < delay + out_len {
-        let produced = resampler.process_partial::<&[f32]>(None, None).map_err(fail)?;
-        out.iter_mut().zip(produced).for_each(|(o, p)| o.extend(p));
-    }
-    Ok(out.into_iter().map(|o| o[delay..delay + out_len].to_vec()).collect())
+    let resampler = Resampler::new(from, to);
+    Ok(channels.iter().map(|c| resampler.process(c)).collect())
 }

@@ -4,5 +4,6 @@ pub mod db;
 pub mod decode;
 pub mod mel;
 pub mod mfcc;
+pub mod resample;
 pub mod stft;
 pub mod window;
