@@ -14,9 +14,8 @@ pub fn cpu() -> &'static CpuBackend {
 pub fn gpu() -> &'static GpuBackend {
     static GPU: OnceLock<GpuBackend> = OnceLock::new();
     GPU.get_or_init(|| {
-        let gpu = GpuBackend::new().unwrap_or_else(|e| {
-            panic!("GPU tests need a wgpu adapter (in CI: Mesa lavapipe): {e}")
-        });
+        let gpu = GpuBackend::new()
+            .unwrap_or_else(|e| panic!("GPU tests need a wgpu adapter (in CI: Mesa lavapipe): {e}"));
         eprintln!("GPU backend: {}", gpu.adapter_name());
         gpu
     })

@@ -5,14 +5,21 @@ use kiln_core::{Tensor, TensorData};
 /// Max of `|a - r|` and whether every element passes `|a - r| <= atol + rtol * |r|`.
 pub fn close_f32(actual: &[f32], reference: &[f32], atol: f64, rtol: f64) -> Result<f64, String> {
     if actual.len() != reference.len() {
-        return Err(format!("length {} != reference {}", actual.len(), reference.len()));
+        return Err(format!(
+            "length {} != reference {}",
+            actual.len(),
+            reference.len()
+        ));
     }
     let mut worst = 0.0f64;
     for (i, (&a, &r)) in actual.iter().zip(reference).enumerate() {
         let (a, r) = (f64::from(a), f64::from(r));
         let diff = (a - r).abs();
-        if !(diff <= atol + rtol * r.abs()) {
-            return Err(format!("element {i}: {a} vs reference {r} (|diff| {diff:e} > atol {atol:e} + rtol {rtol:e} * |ref|)"));
+        // Written so NaN fails too.
+        if diff.is_nan() || diff > atol + rtol * r.abs() {
+            return Err(format!(
+                "element {i}: {a} vs reference {r} (|diff| {diff:e} > atol {atol:e} + rtol {rtol:e} * |ref|)"
+            ));
         }
         worst = worst.max(diff);
     }
@@ -22,7 +29,11 @@ pub fn close_f32(actual: &[f32], reference: &[f32], atol: f64, rtol: f64) -> Res
 /// Max and mean absolute difference of two uint8 arrays.
 pub fn diff_u8(actual: &[u8], reference: &[u8]) -> Result<(u8, f64), String> {
     if actual.len() != reference.len() {
-        return Err(format!("length {} != reference {}", actual.len(), reference.len()));
+        return Err(format!(
+            "length {} != reference {}",
+            actual.len(),
+            reference.len()
+        ));
     }
     let mut max = 0u8;
     let mut sum = 0u64;
@@ -49,5 +60,6 @@ pub fn f32s(t: &Tensor) -> &[f32] {
 }
 
 pub fn u8s(t: &Tensor) -> &[u8] {
-    t.as_u8().unwrap_or_else(|| panic!("expected uint8, got {}", t.dtype().name()))
+    t.as_u8()
+        .unwrap_or_else(|| panic!("expected uint8, got {}", t.dtype().name()))
 }

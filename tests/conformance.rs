@@ -37,7 +37,8 @@ pub fn test_signal(rng: &mut Rng, channels: usize, samples: usize, rate: f32) ->
             (0..samples)
                 .map(|i| {
                     let t = i as f32 / rate;
-                    0.4 * (std::f32::consts::TAU * f * t).sin() + 0.2 * (std::f32::consts::TAU * 3100.0 * t).sin()
+                    0.4 * (std::f32::consts::TAU * f * t).sin()
+                        + 0.2 * (std::f32::consts::TAU * 3100.0 * t).sin()
                 })
                 .collect::<Vec<_>>()
         })
@@ -45,11 +46,24 @@ pub fn test_signal(rng: &mut Rng, channels: usize, samples: usize, rate: f32) ->
         .collect()
 }
 
-fn run_audio(backend: &dyn Backend, spec: &Value, signal: &[f32], channels: usize, rate: u32) -> kiln_core::Result<Tensor> {
+fn run_audio(
+    backend: &dyn Backend,
+    spec: &Value,
+    signal: &[f32],
+    channels: usize,
+    rate: u32,
+) -> kiln_core::Result<Tensor> {
     let pipeline = Pipeline::new(Spec::from_value(spec).expect("spec"));
     let samples = signal.len() / channels;
-    let (shape, layout) = if channels == 1 { (vec![samples], None) } else { (vec![channels, samples], Some(channels)) };
-    let plan = pipeline.plan(PlanKey::Audio { channels: layout, sample_rate: rate })?;
+    let (shape, layout) = if channels == 1 {
+        (vec![samples], None)
+    } else {
+        (vec![channels, samples], Some(channels))
+    };
+    let plan = pipeline.plan(PlanKey::Audio {
+        channels: layout,
+        sample_rate: rate,
+    })?;
     backend.execute(&plan, Tensor::f32(shape, signal.to_vec()))
 }
 
@@ -57,12 +71,36 @@ fn run_audio(backend: &dyn Backend, spec: &Value, signal: &[f32], channels: usiz
 fn gpu_audio_matches_cpu_across_parameters() {
     let load = json!({"op": "load_audio", "mono": false});
     let cases: Vec<(Value, usize, usize)> = vec![
-        (json!([{"op": "stft", "n_fft": 400, "hop_length": 160}, {"op": "magnitude"}]), 1, 16_000),
-        (json!([{"op": "stft", "n_fft": 999, "hop_length": 100, "win_length": 700, "window": "hamming"}, {"op": "magnitude", "power": 2.0}]), 2, 9_000),
-        (json!([{"op": "stft", "n_fft": 512, "hop_length": 128, "center": false, "window": "ones"}, {"op": "magnitude", "power": 1.5}]), 1, 5_000),
-        (json!([{"op": "stft", "n_fft": 1024, "pad_mode": "reflect"}, {"op": "magnitude", "power": 2.0}, {"op": "mel", "n_mels": 64, "fmin": 50.0, "fmax": 7000.0, "htk": true, "norm": null}]), 3, 12_345),
-        (json!([{"op": "stft", "n_fft": 2048, "hop_length": 512}, {"op": "magnitude", "power": 2.0}, {"op": "mel"}, {"op": "power_to_db", "ref": "max", "top_db": null}]), 1, 300),
-        (json!([{"op": "stft", "n_fft": 400, "hop_length": 160}, {"op": "magnitude", "power": 2.0}, {"op": "mel", "n_mels": 40}, {"op": "power_to_db"}, {"op": "mfcc", "n_mfcc": 13}]), 2, 16_000),
+        (
+            json!([{"op": "stft", "n_fft": 400, "hop_length": 160}, {"op": "magnitude"}]),
+            1,
+            16_000,
+        ),
+        (
+            json!([{"op": "stft", "n_fft": 999, "hop_length": 100, "win_length": 700, "window": "hamming"}, {"op": "magnitude", "power": 2.0}]),
+            2,
+            9_000,
+        ),
+        (
+            json!([{"op": "stft", "n_fft": 512, "hop_length": 128, "center": false, "window": "ones"}, {"op": "magnitude", "power": 1.5}]),
+            1,
+            5_000,
+        ),
+        (
+            json!([{"op": "stft", "n_fft": 1024, "pad_mode": "reflect"}, {"op": "magnitude", "power": 2.0}, {"op": "mel", "n_mels": 64, "fmin": 50.0, "fmax": 7000.0, "htk": true, "norm": null}]),
+            3,
+            12_345,
+        ),
+        (
+            json!([{"op": "stft", "n_fft": 2048, "hop_length": 512}, {"op": "magnitude", "power": 2.0}, {"op": "mel"}, {"op": "power_to_db", "ref": "max", "top_db": null}]),
+            1,
+            300,
+        ),
+        (
+            json!([{"op": "stft", "n_fft": 400, "hop_length": 160}, {"op": "magnitude", "power": 2.0}, {"op": "mel", "n_mels": 40}, {"op": "power_to_db"}, {"op": "mfcc", "n_mfcc": 13}]),
+            2,
+            16_000,
+        ),
         (json!([{"op": "stft", "n_fft": 256, "hop_length": 64}]), 1, 2_000),
     ];
     let mut rng = Rng::new(7);
@@ -89,7 +127,13 @@ fn gpu_audio_matches_cpu_across_parameters() {
 }
 
 fn image_dims(h: usize, w: usize, c: usize) -> ImageDims {
-    ImageDims { height: h, width: w, channels: c, chw: false, channel_axis: c > 1 }
+    ImageDims {
+        height: h,
+        width: w,
+        channels: c,
+        chw: false,
+        channel_axis: c > 1,
+    }
 }
 
 fn run_image(backend: &dyn Backend, ops: &Value, pixels: &[u8], dims: ImageDims) -> Tensor {
@@ -97,7 +141,9 @@ fn run_image(backend: &dyn Backend, ops: &Value, pixels: &[u8], dims: ImageDims)
     all.extend(ops.as_array().unwrap().iter().cloned());
     let pipeline = Pipeline::new(Spec::from_value(&json!({"ops": all})).expect("spec"));
     let plan = pipeline.plan(PlanKey::Image(dims)).expect("plan");
-    backend.execute(&plan, Tensor::u8(dims.shape(), pixels.to_vec())).expect("execute")
+    backend
+        .execute(&plan, Tensor::u8(dims.shape(), pixels.to_vec()))
+        .expect("execute")
 }
 
 #[test]
@@ -109,7 +155,11 @@ fn gpu_resize_is_bit_identical_to_cpu_on_random_images() {
         let c = [1, 3, 4][trial % 3];
         let (h, w) = (1 + rng.below(120) as usize, 1 + rng.below(120) as usize);
         // Include the shrink-mostly-vertically case Pillow 13 runs vertical pass first.
-        let (oh, ow) = if trial % 6 == 5 { (1 + h / 5, w) } else { (1 + rng.below(150) as usize, 1 + rng.below(150) as usize) };
+        let (oh, ow) = if trial % 6 == 5 {
+            (1 + h / 5, w)
+        } else {
+            (1 + rng.below(150) as usize, 1 + rng.below(150) as usize)
+        };
         let pixels: Vec<u8> = (0..h * w * c).map(|_| rng.below(256) as u8).collect();
         let dims = image_dims(h, w, c);
         for filter in filters {
@@ -118,7 +168,10 @@ fn gpu_resize_is_bit_identical_to_cpu_on_random_images() {
                 let want = run_image(cpu(), &ops, &pixels, dims);
                 let got = run_image(gpu(), &ops, &pixels, dims);
                 assert_eq!(got.shape, want.shape);
-                assert!(u8s(&got) == u8s(&want), "{filter} antialias={antialias} {h}x{w}x{c} -> {oh}x{ow}: GPU differs from CPU");
+                assert!(
+                    u8s(&got) == u8s(&want),
+                    "{filter} antialias={antialias} {h}x{w}x{c} -> {oh}x{ow}: GPU differs from CPU"
+                );
                 shapes_checked += 1;
             }
         }
@@ -129,7 +182,12 @@ fn gpu_resize_is_bit_identical_to_cpu_on_random_images() {
 #[test]
 fn gpu_image_pipeline_matches_cpu() {
     let mut rng = Rng::new(5);
-    for (h, w, c, crop) in [(300, 200, 3, 224), (50, 80, 4, 64), (97, 131, 1, 100), (256, 256, 3, 300)] {
+    for (h, w, c, crop) in [
+        (300, 200, 3, 224),
+        (50, 80, 4, 64),
+        (97, 131, 1, 100),
+        (256, 256, 3, 300),
+    ] {
         let pixels: Vec<u8> = (0..h * w * c).map(|_| rng.below(256) as u8).collect();
         let mean: Vec<f32> = (0..c).map(|i| 0.4 + 0.05 * i as f32).collect();
         let std: Vec<f32> = (0..c).map(|i| 0.2 + 0.01 * i as f32).collect();
@@ -159,14 +217,30 @@ fn gpu_reuses_plan_tables_across_calls() {
     let gpu = &kiln_gpu::GpuBackend::new().expect("GPU backend");
     let spec = json!({"ops": [{"op": "load_audio"}, {"op": "stft", "n_fft": 384, "hop_length": 96}, {"op": "magnitude", "power": 2.0}, {"op": "mel", "n_mels": 31}]});
     let pipeline = Pipeline::new(Spec::from_value(&spec).unwrap());
-    let plan = pipeline.plan(PlanKey::Audio { channels: None, sample_rate: 8000 }).unwrap();
+    let plan = pipeline
+        .plan(PlanKey::Audio {
+            channels: None,
+            sample_rate: 8000,
+        })
+        .unwrap();
     let mut rng = Rng::new(3);
-    let first = gpu.execute(&plan, Tensor::f32(vec![4000], test_signal(&mut rng, 1, 4000, 8000.0))).unwrap();
+    let first = gpu
+        .execute(
+            &plan,
+            Tensor::f32(vec![4000], test_signal(&mut rng, 1, 4000, 8000.0)),
+        )
+        .unwrap();
     let tables = gpu.cached_tables();
     for n in [4000, 6000, 1000] {
-        let out = gpu.execute(&plan, Tensor::f32(vec![n], test_signal(&mut rng, 1, n, 8000.0))).unwrap();
+        let out = gpu
+            .execute(&plan, Tensor::f32(vec![n], test_signal(&mut rng, 1, n, 8000.0)))
+            .unwrap();
         assert_eq!(out.shape[0], 31);
     }
     assert_eq!(first.shape, vec![31, 1 + 4000 / 96]);
-    assert_eq!(gpu.cached_tables(), tables, "a plan's device tables were rebuilt for a new clip length");
+    assert_eq!(
+        gpu.cached_tables(),
+        tables,
+        "a plan's device tables were rebuilt for a new clip length"
+    );
 }

@@ -22,7 +22,11 @@ pub fn set_dirs() -> Vec<PathBuf> {
         _ => vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/refdata/public")],
     };
     for d in &dirs {
-        assert!(d.join("manifest.json").is_file(), "reference set {} has no manifest.json", d.display());
+        assert!(
+            d.join("manifest.json").is_file(),
+            "reference set {} has no manifest.json",
+            d.display()
+        );
     }
     dirs
 }
@@ -40,7 +44,10 @@ impl Set {
     fn load(dir: &Path) -> Set {
         let text = std::fs::read_to_string(dir.join("manifest.json")).expect("manifest");
         let manifest: Value = serde_json::from_str(&text).expect("manifest JSON");
-        Set { dir: dir.to_owned(), cases: manifest["cases"].as_array().expect("cases").clone() }
+        Set {
+            dir: dir.to_owned(),
+            cases: manifest["cases"].as_array().expect("cases").clone(),
+        }
     }
 
     fn array(&self, case: &Value) -> Tensor {
@@ -75,7 +82,14 @@ fn param<'a>(case: &'a Value, key: &str) -> Option<&'a Value> {
 
 fn stft_op(p: &Value) -> Value {
     let mut op = json!({"op": "stft"});
-    for key in ["n_fft", "hop_length", "win_length", "window", "center", "pad_mode"] {
+    for key in [
+        "n_fft",
+        "hop_length",
+        "win_length",
+        "window",
+        "center",
+        "pad_mode",
+    ] {
         if let Some(v) = p.get(key).filter(|v| !v.is_null()) {
             op[key] = v.clone();
         }
@@ -85,7 +99,13 @@ fn stft_op(p: &Value) -> Value {
 
 fn mel_op(p: &Value) -> Value {
     let mut op = json!({"op": "mel"});
-    for (key, to) in [("sr", "sample_rate"), ("n_mels", "n_mels"), ("fmin", "fmin"), ("fmax", "fmax"), ("htk", "htk")] {
+    for (key, to) in [
+        ("sr", "sample_rate"),
+        ("n_mels", "n_mels"),
+        ("fmin", "fmin"),
+        ("fmax", "fmax"),
+        ("htk", "htk"),
+    ] {
         if let Some(v) = p.get(key).filter(|v| !v.is_null()) {
             op[to] = v.clone();
         }
@@ -126,7 +146,9 @@ fn audio_spec(case: &Value) -> Option<Value> {
             let mfcc = json!({"op": "mfcc", "n_mfcc": p["n_mfcc"]});
             json!({"ops": [load, stft_op(up), power_from(up), mel_op(up), db, mfcc]})
         }
-        "audio_resample" => json!({"ops": [{"op": "load_audio", "mono": false, "sample_rate": p["target_sr"]}]}),
+        "audio_resample" => {
+            json!({"ops": [{"op": "load_audio", "mono": false, "sample_rate": p["target_sr"]}]})
+        }
         _ => return None,
     })
 }
@@ -172,11 +194,15 @@ fn check_case(backend: &dyn Backend, set: &Set, case: &Value) -> Result<String, 
     let shape: Vec<usize> = reference.shape.clone();
     match category {
         "audio_decode" => {
-            let got = run_spec(backend, &audio_spec(case).unwrap(), &set.input(case)).map_err(|e| e.to_string())?;
+            let got =
+                run_spec(backend, &audio_spec(case).unwrap(), &set.input(case)).map_err(|e| e.to_string())?;
             // soundfile gives (frames, channels); kiln gives (channels, frames).
             let expected: Vec<f32> = if shape.len() == 2 {
                 let (frames, channels) = (shape[0], shape[1]);
-                (0..channels).flat_map(|c| (0..frames).map(move |i| (c, i))).map(|(c, i)| f32s(&reference)[i * channels + c]).collect()
+                (0..channels)
+                    .flat_map(|c| (0..frames).map(move |i| (c, i)))
+                    .map(|(c, i)| f32s(&reference)[i * channels + c])
+                    .collect()
             } else {
                 f32s(&reference).to_vec()
             };
@@ -184,7 +210,8 @@ fn check_case(backend: &dyn Backend, set: &Set, case: &Value) -> Result<String, 
             Ok(format!("max |diff| {max:e} (exact)"))
         }
         "audio_resample" => {
-            let got = run_spec(backend, &audio_spec(case).unwrap(), &set.input(case)).map_err(|e| e.to_string())?;
+            let got =
+                run_spec(backend, &audio_spec(case).unwrap(), &set.input(case)).map_err(|e| e.to_string())?;
             expect_shape(&got, &shape)?;
             let samples = shape[shape.len() - 1];
             let edge = case["tolerance"]["edge"].as_u64().unwrap_or(0) as usize;
@@ -194,10 +221,13 @@ fn check_case(backend: &dyn Backend, set: &Set, case: &Value) -> Result<String, 
                 let interior = edge..samples.saturating_sub(edge);
                 worst = worst.max(close_f32(&g[interior.clone()], &r[interior], atol, 0.0)?);
             }
-            Ok(format!("interior max |diff| {worst:e} vs soxr_hq (atol {atol:e})"))
+            Ok(format!(
+                "interior max |diff| {worst:e} vs soxr_hq (atol {atol:e})"
+            ))
         }
         "stft_magnitude" | "stft_power" | "mel_spectrogram" | "power_to_db" | "mfcc" => {
-            let got = run_spec(backend, &audio_spec(case).unwrap(), &set.input(case)).map_err(|e| e.to_string())?;
+            let got =
+                run_spec(backend, &audio_spec(case).unwrap(), &set.input(case)).map_err(|e| e.to_string())?;
             expect_shape(&got, &shape)?;
             let (atol, rtol) = (tolerance(case, "atol"), tolerance(case, "rtol"));
             let max = close_f32(f32s(&got), f32s(&reference), atol, rtol)?;
@@ -216,8 +246,15 @@ fn check_case(backend: &dyn Backend, set: &Set, case: &Value) -> Result<String, 
                 p["htk"] == true,
                 p.get("norm").is_none_or(|n| n == "slaney"),
             );
-            let max = close_f32(&bank.dense(), f32s(&reference), tolerance(case, "atol"), tolerance(case, "rtol"))?;
-            Ok(format!("max |diff| {max:e} (filterbank is shared by both backends)"))
+            let max = close_f32(
+                &bank.dense(),
+                f32s(&reference),
+                tolerance(case, "atol"),
+                tolerance(case, "rtol"),
+            )?;
+            Ok(format!(
+                "max |diff| {max:e} (filterbank is shared by both backends)"
+            ))
         }
         "image_decode" => {
             let mode = param(case, "mode").and_then(Value::as_str).unwrap_or("RGB");
@@ -228,14 +265,26 @@ fn check_case(backend: &dyn Backend, set: &Set, case: &Value) -> Result<String, 
             let is_jpeg = case["input"].as_str().unwrap_or_default().ends_with(".jpg");
             let (allowed_max, allowed_mean) = if is_jpeg {
                 let lenient = &case["tolerance"]["lenient"];
-                (lenient["max_abs_diff"].as_u64().unwrap_or(8) as u8, lenient["mean_abs_diff"].as_f64().unwrap_or(0.5))
+                (
+                    lenient["max_abs_diff"].as_u64().unwrap_or(8) as u8,
+                    lenient["mean_abs_diff"].as_f64().unwrap_or(0.5),
+                )
             } else {
                 (0, 0.0)
             };
             if max > allowed_max || mean > allowed_mean {
-                return Err(format!("max {max} mean {mean:.4} > allowed {allowed_max}/{allowed_mean}"));
+                return Err(format!(
+                    "max {max} mean {mean:.4} > allowed {allowed_max}/{allowed_mean}"
+                ));
             }
-            Ok(format!("max {max} mean {mean:.4} ({})", if is_jpeg { "zune-jpeg vs libjpeg-turbo" } else { "exact" }))
+            Ok(format!(
+                "max {max} mean {mean:.4} ({})",
+                if is_jpeg {
+                    "zune-jpeg vs libjpeg-turbo"
+                } else {
+                    "exact"
+                }
+            ))
         }
         "image_resize" => {
             let p = &case["params"];
@@ -247,11 +296,15 @@ fn check_case(backend: &dyn Backend, set: &Set, case: &Value) -> Result<String, 
             expect_shape(&got, &shape)?;
             let (max, mean) = diff_u8(u8s(&got), u8s(&reference))?;
             if max != 0 {
-                return Err(format!("resize from Pillow's decoded pixels differs: max {max} mean {mean:.4}"));
+                return Err(format!(
+                    "resize from Pillow's decoded pixels differs: max {max} mean {mean:.4}"
+                ));
             }
             let from_file = run_spec(backend, &spec, &set.input(case)).map_err(|e| e.to_string())?;
             let (fmax, fmean) = diff_u8(u8s(&from_file), u8s(&reference))?;
-            Ok(format!("bit-exact from reference pixels; from the file: max {fmax} mean {fmean:.4}"))
+            Ok(format!(
+                "bit-exact from reference pixels; from the file: max {fmax} mean {fmean:.4}"
+            ))
         }
         "image_pipeline" => {
             let p = &case["params"];
@@ -275,7 +328,9 @@ fn check_case(backend: &dyn Backend, set: &Set, case: &Value) -> Result<String, 
             if normalized {
                 let atol = case["tolerance"]["strict"]["atol"].as_f64().unwrap_or(1e-6);
                 let max = close_f32(f32s(&got), f32s(&reference), atol, 0.0)?;
-                Ok(format!("max |diff| {max:e} from reference pixels (strict atol {atol:e})"))
+                Ok(format!(
+                    "max |diff| {max:e} from reference pixels (strict atol {atol:e})"
+                ))
             } else {
                 let (max, mean) = diff_u8(u8s(&got), u8s(&reference))?;
                 if max != 0 {
@@ -308,7 +363,12 @@ fn check_reference_sets(backend: &dyn Backend) {
     }
     eprintln!("{} backend, {checked} reference cases:\n{report}", backend.name());
     assert!(checked > 0, "no reference cases found");
-    assert!(failures.is_empty(), "{} reference cases failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} reference cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 for_each_backend!(check_reference_sets);

@@ -19,13 +19,20 @@ fn every_wgsl_file_validates() {
     let mut files = Vec::new();
     wgsl_files(&root, &mut files);
     assert!(!files.is_empty(), "no .wgsl files found under {}", root.display());
-    assert_eq!(files.len(), kiln_gpu::SHADERS.len(), "a .wgsl file is not listed in kiln_gpu::SHADERS");
+    assert_eq!(
+        files.len(),
+        kiln_gpu::SHADERS.len(),
+        "a .wgsl file is not listed in kiln_gpu::SHADERS"
+    );
     for path in &files {
         let source = std::fs::read_to_string(path).expect("read shader");
         let module = naga::front::wgsl::parse_str(&source)
             .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&source)));
-        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default())
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::default(),
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
     }
 }

@@ -12,7 +12,11 @@ pub fn wav_bytes(bits: u16, channels: u16, rate: u32, interleaved: &[f32]) -> Ve
         channels,
         sample_rate: rate,
         bits_per_sample: if float { 32 } else { bits },
-        sample_format: if float { hound::SampleFormat::Float } else { hound::SampleFormat::Int },
+        sample_format: if float {
+            hound::SampleFormat::Float
+        } else {
+            hound::SampleFormat::Int
+        },
     };
     let mut cursor = std::io::Cursor::new(Vec::new());
     let mut writer = hound::WavWriter::new(&mut cursor, spec).unwrap();
@@ -22,7 +26,9 @@ pub fn wav_bytes(bits: u16, channels: u16, rate: u32, interleaved: &[f32]) -> Ve
             8 => writer.write_sample((x * 127.0).round() as i8).unwrap(),
             16 => writer.write_sample((x * 32767.0).round() as i16).unwrap(),
             24 => writer.write_sample((x * 8_388_607.0).round() as i32).unwrap(),
-            32 => writer.write_sample((f64::from(x) * 2_147_483_647.0).round() as i32).unwrap(),
+            32 => writer
+                .write_sample((f64::from(x) * 2_147_483_647.0).round() as i32)
+                .unwrap(),
             _ => unreachable!(),
         }
     }
@@ -33,7 +39,12 @@ pub fn wav_bytes(bits: u16, channels: u16, rate: u32, interleaved: &[f32]) -> Ve
 #[test]
 fn every_pcm_width_decodes_with_soundfile_scaling() {
     let samples = [0.0f32, 0.5, -0.5, 0.999, -1.0, 0.25];
-    for (bits, scale) in [(8u16, 127.0f64), (16, 32767.0), (24, 8_388_607.0), (32, 2_147_483_647.0)] {
+    for (bits, scale) in [
+        (8u16, 127.0f64),
+        (16, 32767.0),
+        (24, 8_388_607.0),
+        (32, 2_147_483_647.0),
+    ] {
         let full = 2f64.powi(i32::from(bits) - 1);
         let audio = decode_wav(&wav_bytes(bits, 1, 8000, &samples)).unwrap();
         assert_eq!(audio.sample_rate, 8000);
@@ -55,7 +66,10 @@ fn multichannel_layouts_and_mono_mean() {
     let stereo = Spec::from_value(&json!({"ops": [{"op": "load_audio", "mono": false}]})).unwrap();
     let out = Pipeline::new(stereo).run(&CpuBackend, &wav).unwrap();
     assert_eq!(out.shape, vec![3, 3]);
-    assert_eq!(out.as_f32().unwrap(), &[0.1, -0.5, 1.0, 0.2, 0.25, -1.0, 0.3, 0.125, 0.5]);
+    assert_eq!(
+        out.as_f32().unwrap(),
+        &[0.1, -0.5, 1.0, 0.2, 0.25, -1.0, 0.3, 0.125, 0.5]
+    );
     let mono = Spec::from_value(&json!({"ops": [{"op": "load_audio"}]})).unwrap();
     let out = Pipeline::new(mono).run(&CpuBackend, &wav).unwrap();
     assert_eq!(out.shape, vec![3]);
@@ -67,7 +81,9 @@ fn multichannel_layouts_and_mono_mean() {
 fn resampling_keeps_length_frequency_and_level() {
     let rate_in = 44_100u32;
     let n = 44_100;
-    let tone: Vec<f32> = (0..n).map(|i| 0.5 * (std::f32::consts::TAU * 1000.0 * i as f32 / rate_in as f32).sin()).collect();
+    let tone: Vec<f32> = (0..n)
+        .map(|i| 0.5 * (std::f32::consts::TAU * 1000.0 * i as f32 / rate_in as f32).sin())
+        .collect();
     let wav = wav_bytes(0, 1, rate_in, &tone);
     let spec = Spec::from_value(&json!({"ops": [{"op": "load_audio", "sample_rate": 16000}]})).unwrap();
     let out = Pipeline::new(spec).run(&CpuBackend, &wav).unwrap();

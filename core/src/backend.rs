@@ -43,7 +43,10 @@ fn with_tail(lead: &[usize], tail: &[usize]) -> Vec<usize> {
 fn expect_f32(tensor: Tensor, op: &'static str) -> Result<(Vec<usize>, Vec<f32>)> {
     match tensor.data {
         TensorData::F32(v) => Ok((tensor.shape, v)),
-        _ => Err(Error::input(op, format!("expects float32 input, got {}", tensor.dtype().name()))),
+        _ => Err(Error::input(
+            op,
+            format!("expects float32 input, got {}", tensor.dtype().name()),
+        )),
     }
 }
 
@@ -56,7 +59,10 @@ fn run_step(step: &Step, tensor: Tensor) -> Result<Tensor> {
             let n_frames = plan.n_frames(samples)?;
             let per_channel = 2 * plan.n_freq() * n_frames;
             let mut out = vec![0.0f32; channels * per_channel];
-            for (signal, out) in signal.chunks_exact(samples).zip(out.chunks_exact_mut(per_channel)) {
+            for (signal, out) in signal
+                .chunks_exact(samples)
+                .zip(out.chunks_exact_mut(per_channel))
+            {
                 plan.process(signal, out)?;
             }
             Tensor::c64(with_tail(&lead, &[plan.n_freq(), n_frames]), out)
@@ -74,11 +80,17 @@ fn run_step(step: &Step, tensor: Tensor) -> Result<Tensor> {
             let (lead, channels) = split_leading(&shape, 2);
             let (n_freq, n_frames) = (shape[shape.len() - 2], shape[shape.len() - 1]);
             if n_freq != bank.n_freq {
-                return Err(Error::input("mel", format!("filterbank expects {} bins, got {n_freq}", bank.n_freq)));
+                return Err(Error::input(
+                    "mel",
+                    format!("filterbank expects {} bins, got {n_freq}", bank.n_freq),
+                ));
             }
             let per_out = bank.n_mels() * n_frames;
             let mut out = vec![0.0f32; channels * per_out];
-            for (s, o) in spec.chunks_exact(n_freq * n_frames).zip(out.chunks_exact_mut(per_out)) {
+            for (s, o) in spec
+                .chunks_exact(n_freq * n_frames)
+                .zip(out.chunks_exact_mut(per_out))
+            {
                 bank.apply(s, n_frames, o);
             }
             Tensor::f32(with_tail(&lead, &[bank.n_mels(), n_frames]), out)
@@ -93,13 +105,18 @@ fn run_step(step: &Step, tensor: Tensor) -> Result<Tensor> {
             let (lead, channels) = split_leading(&shape, 2);
             let n_frames = shape[shape.len() - 1];
             let mut out = vec![0.0f32; channels * n_mfcc * n_frames];
-            for (s, o) in values.chunks_exact(n_mels * n_frames).zip(out.chunks_exact_mut(n_mfcc * n_frames)) {
+            for (s, o) in values
+                .chunks_exact(n_mels * n_frames)
+                .zip(out.chunks_exact_mut(n_mfcc * n_frames))
+            {
                 apply_dct(dct, *n_mels, s, n_frames, o);
             }
             Tensor::f32(with_tail(&lead, &[*n_mfcc, n_frames]), out)
         }
         Step::Resize(plan) => {
-            let pixels = tensor.as_u8().ok_or_else(|| Error::input("resize", "expects a uint8 image"))?;
+            let pixels = tensor
+                .as_u8()
+                .ok_or_else(|| Error::input("resize", "expects a uint8 image"))?;
             let out = plan.process(pixels);
             let mut shape = vec![plan.out_height, plan.out_width];
             if tensor.shape.len() == 3 {
@@ -107,16 +124,29 @@ fn run_step(step: &Step, tensor: Tensor) -> Result<Tensor> {
             }
             Tensor::u8(shape, out)
         }
-        Step::CenterCrop { input, top, left, output } => {
+        Step::CenterCrop {
+            input,
+            top,
+            left,
+            output,
+        } => {
             let shape = output.shape();
             match &tensor.data {
-                TensorData::U8(v) => Tensor::u8(shape, ops::crop(v, input, *top, *left, output.height, output.width)),
-                TensorData::F32(v) => Tensor::f32(shape, ops::crop(v, input, *top, *left, output.height, output.width)),
+                TensorData::U8(v) => Tensor::u8(
+                    shape,
+                    ops::crop(v, input, *top, *left, output.height, output.width),
+                ),
+                TensorData::F32(v) => Tensor::f32(
+                    shape,
+                    ops::crop(v, input, *top, *left, output.height, output.width),
+                ),
                 TensorData::C64(_) => return Err(Error::input("center_crop", "expects an image")),
             }
         }
         Step::ToFloat => {
-            let pixels = tensor.as_u8().ok_or_else(|| Error::input("to_float", "expects a uint8 image"))?;
+            let pixels = tensor
+                .as_u8()
+                .ok_or_else(|| Error::input("to_float", "expects a uint8 image"))?;
             Tensor::f32(tensor.shape.clone(), ops::to_float(pixels))
         }
         Step::Normalize { dims, mean, std } => {

@@ -47,9 +47,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn input(op: &'static str, reason: impl Into<String>) -> Self {
-        Error::Input { op, reason: reason.into() }
+        Error::Input {
+            op,
+            reason: reason.into(),
+        }
     }
     pub(crate) fn decode(format: &'static str, reason: impl fmt::Display) -> Self {
-        Error::Decode { format, reason: reason.to_string() }
+        Error::Decode {
+            format,
+            reason: reason.to_string(),
+        }
     }
 }

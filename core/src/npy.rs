@@ -14,7 +14,10 @@ pub fn encode(tensor: &Tensor) -> Vec<u8> {
     };
     let shape = match tensor.shape.as_slice() {
         [one] => format!("({one},)"),
-        dims => format!("({})", dims.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")),
+        dims => format!(
+            "({})",
+            dims.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")
+        ),
     };
     let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
     // Pad so the data starts on a 64-byte boundary, as NumPy does.
@@ -28,7 +31,9 @@ pub fn encode(tensor: &Tensor) -> Vec<u8> {
     out.extend_from_slice(header.as_bytes());
     match &tensor.data {
         TensorData::U8(v) => out.extend_from_slice(v),
-        TensorData::F32(v) | TensorData::C64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        TensorData::F32(v) | TensorData::C64(v) => {
+            v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes()))
+        }
     }
     out
 }
@@ -45,7 +50,10 @@ pub fn decode(bytes: &[u8]) -> Result<Tensor> {
             if bytes.len() < 12 {
                 return Err(bad("truncated header"));
             }
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
         }
         v => return Err(bad(&format!("unsupported format version {v}"))),
     };
@@ -57,7 +65,9 @@ pub fn decode(bytes: &[u8]) -> Result<Tensor> {
         let at = header.find(&format!("'{key}':"))? + key.len() + 3;
         Some(header[at..].trim_start())
     };
-    let descr = field("descr").and_then(|s| s.strip_prefix('\'')).and_then(|s| s.split('\'').next());
+    let descr = field("descr")
+        .and_then(|s| s.strip_prefix('\''))
+        .and_then(|s| s.split('\'').next());
     if field("fortran_order").is_some_and(|s| s.starts_with("True")) {
         return Err(bad("Fortran-order arrays are not supported"));
     }
@@ -73,7 +83,13 @@ pub fn decode(bytes: &[u8]) -> Result<Tensor> {
         .collect::<Result<Vec<_>>>()?;
     let count: usize = shape.iter().product();
     let body = &bytes[start + header_len..];
-    let need = |size: usize| if body.len() < count * size { Err(bad("data shorter than its shape")) } else { Ok(()) };
+    let need = |size: usize| {
+        if body.len() < count * size {
+            Err(bad("data shorter than its shape"))
+        } else {
+            Ok(())
+        }
+    };
     let data = match descr {
         Some("|u1" | "<u1") => {
             need(1)?;
@@ -81,17 +97,30 @@ pub fn decode(bytes: &[u8]) -> Result<Tensor> {
         }
         Some("<f4") => {
             need(4)?;
-            TensorData::F32(body.chunks_exact(4).take(count).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())
+            TensorData::F32(
+                body.chunks_exact(4)
+                    .take(count)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            )
         }
         Some("<f8") => {
             need(8)?;
             TensorData::F32(
-                body.chunks_exact(8).take(count).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+                body.chunks_exact(8)
+                    .take(count)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+                    .collect(),
             )
         }
         Some("<c8") => {
             need(8)?;
-            TensorData::C64(body.chunks_exact(4).take(2 * count).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())
+            TensorData::C64(
+                body.chunks_exact(4)
+                    .take(2 * count)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            )
         }
         other => return Err(bad(&format!("unsupported dtype {other:?}"))),
     };
@@ -110,7 +139,10 @@ mod tests {
             Tensor::c64(vec![1, 2], vec![1.0, -1.0, 0.0, 2.0]),
         ] {
             let bytes = encode(&t);
-            assert_eq!((bytes.len() - t.element_count() * [1, 4, 8][t.dtype() as usize]) % 64, 0);
+            assert_eq!(
+                (bytes.len() - t.element_count() * [1, 4, 8][t.dtype() as usize]) % 64,
+                0
+            );
             assert_eq!(decode(&bytes).unwrap(), t);
         }
     }

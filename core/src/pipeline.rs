@@ -20,7 +20,10 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(spec: Spec) -> Self {
-        Pipeline { spec, plans: Mutex::new(HashMap::new()) }
+        Pipeline {
+            spec,
+            plans: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn spec(&self) -> &Spec {
@@ -53,7 +56,13 @@ impl Pipeline {
                 } else {
                     (vec![count, samples], Some(count))
                 };
-                Ok((Tensor::f32(shape, data), PlanKey::Audio { channels: layout, sample_rate: rate }))
+                Ok((
+                    Tensor::f32(shape, data),
+                    PlanKey::Audio {
+                        channels: layout,
+                        sample_rate: rate,
+                    },
+                ))
             }
             Op::DecodeImage { mode } => {
                 let image = decode_image(bytes, *mode)?;

@@ -13,22 +13,43 @@ use crate::spec::{DbParams, Layout, MelNorm, Op, Spec};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PlanKey {
     /// `channels: None` is a 1-D mono waveform; `Some(c)` is `(c, samples)`.
-    Audio { channels: Option<usize>, sample_rate: u32 },
+    Audio {
+        channels: Option<usize>,
+        sample_rate: u32,
+    },
     Image(ImageDims),
 }
 
 #[derive(Debug)]
 pub enum Step {
     Stft(Arc<StftPlan>),
-    Magnitude { power: f32 },
+    Magnitude {
+        power: f32,
+    },
     Mel(Arc<MelFilterbank>),
     PowerToDb(DbParams),
-    Mfcc { dct: Arc<Vec<f32>>, n_mfcc: usize, n_mels: usize },
+    Mfcc {
+        dct: Arc<Vec<f32>>,
+        n_mfcc: usize,
+        n_mels: usize,
+    },
     Resize(Arc<ResizePlan>),
-    CenterCrop { input: ImageDims, top: isize, left: isize, output: ImageDims },
+    CenterCrop {
+        input: ImageDims,
+        top: isize,
+        left: isize,
+        output: ImageDims,
+    },
     ToFloat,
-    Normalize { dims: ImageDims, mean: Vec<f32>, std: Vec<f32> },
-    Layout { input: ImageDims, output: ImageDims },
+    Normalize {
+        dims: ImageDims,
+        mean: Vec<f32>,
+        std: Vec<f32>,
+    },
+    Layout {
+        input: ImageDims,
+        output: ImageDims,
+    },
 }
 
 impl Step {
@@ -103,7 +124,11 @@ impl Plan {
                             format!("n_mfcc ({n_mfcc}) exceeds the number of mel bands ({mel_bands})"),
                         ));
                     }
-                    Step::Mfcc { dct: Arc::new(dct_matrix(*n_mfcc, mel_bands)), n_mfcc: *n_mfcc, n_mels: mel_bands }
+                    Step::Mfcc {
+                        dct: Arc::new(dct_matrix(*n_mfcc, mel_bands)),
+                        n_mfcc: *n_mfcc,
+                        n_mels: mel_bands,
+                    }
                 }
                 Op::Resize(params) => {
                     let d = dims.expect("spec order checked");
@@ -114,12 +139,20 @@ impl Plan {
                             format!("a {}x{} image would resize to an empty image", d.width, d.height),
                         ));
                     }
-                    dims = Some(ImageDims { height: plan.out_height, width: plan.out_width, ..d });
+                    dims = Some(ImageDims {
+                        height: plan.out_height,
+                        width: plan.out_width,
+                        ..d
+                    });
                     Step::Resize(Arc::new(plan))
                 }
                 Op::CenterCrop { height, width } => {
                     let d = dims.expect("spec order checked");
-                    let output = ImageDims { height: *height, width: *width, ..d };
+                    let output = ImageDims {
+                        height: *height,
+                        width: *width,
+                        ..d
+                    };
                     dims = Some(output);
                     Step::CenterCrop {
                         input: d,
@@ -136,14 +169,25 @@ impl Plan {
                         n if n == d.channels => Ok(v.to_vec()),
                         n => Err(Error::input(
                             "normalize",
-                            format!("`{field}` has {n} values but the image has {} channels", d.channels),
+                            format!(
+                                "`{field}` has {n} values but the image has {} channels",
+                                d.channels
+                            ),
                         )),
                     };
-                    Step::Normalize { dims: d, mean: per_channel(mean, "mean")?, std: per_channel(std, "std")? }
+                    Step::Normalize {
+                        dims: d,
+                        mean: per_channel(mean, "mean")?,
+                        std: per_channel(std, "std")?,
+                    }
                 }
                 Op::Layout { to } => {
                     let d = dims.expect("spec order checked");
-                    let output = ImageDims { chw: *to == Layout::Chw, channel_axis: true, ..d };
+                    let output = ImageDims {
+                        chw: *to == Layout::Chw,
+                        channel_axis: true,
+                        ..d
+                    };
                     dims = Some(output);
                     Step::Layout { input: d, output }
                 }

@@ -158,7 +158,10 @@ pub enum Filter {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ResizeSize {
-    Exact { height: usize, width: usize },
+    Exact {
+        height: usize,
+        width: usize,
+    },
     /// torchvision `Resize(int)`: the shorter side becomes this, the longer keeps the aspect ratio
     /// (truncated).
     ShorterSide(usize),
@@ -191,11 +194,15 @@ impl Spec {
     }
 
     pub fn from_value(value: &Value) -> Result<Self> {
-        let root = value.as_object().ok_or_else(|| spec_error(None, "must be a JSON object"))?;
+        let root = value
+            .as_object()
+            .ok_or_else(|| spec_error(None, "must be a JSON object"))?;
         if let Some(key) = root.keys().find(|k| k.as_str() != "ops") {
             return Err(spec_error(Some(key), "unknown field"));
         }
-        let ops_value = root.get("ops").ok_or_else(|| spec_error(Some("ops"), "missing"))?;
+        let ops_value = root
+            .get("ops")
+            .ok_or_else(|| spec_error(Some("ops"), "missing"))?;
         let list = ops_value
             .as_array()
             .ok_or_else(|| spec_error(Some("ops"), "must be an array of ops"))?;
@@ -248,9 +255,7 @@ impl Spec {
         for (index, op) in self.ops.iter().enumerate().skip(1) {
             let fail = |why: &str| Err(op_error(index, op.name(), None, why));
             stage = match (op, stage) {
-                (Op::LoadAudio(_) | Op::DecodeImage { .. }, _) => {
-                    return fail("may only be the first op")
-                }
+                (Op::LoadAudio(_) | Op::DecodeImage { .. }, _) => return fail("may only be the first op"),
                 (Op::Stft(_), Stage::Waveform) => Stage::Complex,
                 (Op::Stft(_), _) => return fail("needs a waveform (directly after `load_audio`)"),
                 (Op::Magnitude { .. }, Stage::Complex) => Stage::Spectrogram,
@@ -274,9 +279,7 @@ impl Spec {
                 (Op::ToFloat, Stage::ImageU8) => Stage::ImageF32,
                 (Op::ToFloat, _) => return fail("needs a uint8 image"),
                 (Op::Normalize { .. }, Stage::ImageF32) => Stage::ImageF32,
-                (Op::Normalize { .. }, _) => {
-                    return fail("needs a float image (add `to_float` before it)")
-                }
+                (Op::Normalize { .. }, _) => return fail("needs a float image (add `to_float` before it)"),
                 (Op::Layout { .. }, s @ (Stage::ImageU8 | Stage::ImageF32)) => {
                     laid_out = true;
                     s
@@ -289,11 +292,18 @@ impl Spec {
 }
 
 fn top_location(field: Option<&str>) -> SpecLocation {
-    SpecLocation { index: None, op: None, field: field.map(str::to_owned) }
+    SpecLocation {
+        index: None,
+        op: None,
+        field: field.map(str::to_owned),
+    }
 }
 
 fn spec_error(field: Option<&str>, message: &str) -> Error {
-    Error::Spec { location: top_location(field), message: message.to_owned() }
+    Error::Spec {
+        location: top_location(field),
+        message: message.to_owned(),
+    }
 }
 
 fn op_error(index: usize, op: &str, field: Option<&str>, message: impl Into<String>) -> Error {
@@ -354,7 +364,8 @@ impl<'a> OpReader<'a> {
     }
 
     fn required_int(&mut self, key: &'static str) -> Result<usize> {
-        self.positive_int(key)?.ok_or_else(|| self.error(key, "is required"))
+        self.positive_int(key)?
+            .ok_or_else(|| self.error(key, "is required"))
     }
 
     fn number(&mut self, key: &'static str) -> Result<Option<f64>> {
@@ -375,11 +386,7 @@ impl<'a> OpReader<'a> {
         }
     }
 
-    fn choice<T: Copy>(
-        &mut self,
-        key: &'static str,
-        options: &[(&str, T)],
-    ) -> Result<Option<T>> {
+    fn choice<T: Copy>(&mut self, key: &'static str, options: &[(&str, T)]) -> Result<Option<T>> {
         let Some(v) = self.value(key) else { return Ok(None) };
         let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
         let text = v.as_str().map(str::to_ascii_lowercase);
@@ -406,7 +413,11 @@ impl<'a> OpReader<'a> {
     }
 
     fn finish(self) -> Result<()> {
-        match self.fields.keys().find(|k| k.as_str() != "op" && !self.seen.contains(&k.as_str())) {
+        match self
+            .fields
+            .keys()
+            .find(|k| k.as_str() != "op" && !self.seen.contains(&k.as_str()))
+        {
             Some(unknown) => Err(op_error(self.index, self.name, Some(unknown), "unknown field")),
             None => Ok(()),
         }
@@ -415,26 +426,42 @@ impl<'a> OpReader<'a> {
 
 fn parse_op(index: usize, value: &Value) -> Result<Op> {
     let fields = value.as_object().ok_or_else(|| Error::Spec {
-        location: SpecLocation { index: Some(index), op: None, field: None },
+        location: SpecLocation {
+            index: Some(index),
+            op: None,
+            field: None,
+        },
         message: format!("must be an object with an `op` field, got {value}"),
     })?;
     let name = match fields.get("op") {
         Some(Value::String(s)) => s.as_str(),
         _ => {
             return Err(Error::Spec {
-                location: SpecLocation { index: Some(index), op: None, field: Some("op".into()) },
+                location: SpecLocation {
+                    index: Some(index),
+                    op: None,
+                    field: Some("op".into()),
+                },
                 message: "missing or not a string".into(),
             })
         }
     };
-    let mut r = OpReader { index, name, fields, seen: Vec::new() };
+    let mut r = OpReader {
+        index,
+        name,
+        fields,
+        seen: Vec::new(),
+    };
     let op = match name {
         "load_audio" => {
             let sample_rate = r.positive_int("sample_rate")?;
             let sample_rate = sample_rate
                 .map(|sr| u32::try_from(sr).map_err(|_| r.error("sample_rate", "is too large")))
                 .transpose()?;
-            Op::LoadAudio(LoadAudio { sample_rate, mono: r.boolean("mono", true)? })
+            Op::LoadAudio(LoadAudio {
+                sample_rate,
+                mono: r.boolean("mono", true)?,
+            })
         }
         "stft" => {
             let n_fft = r.positive_int("n_fft")?.unwrap_or(2048);
@@ -459,9 +486,19 @@ fn parse_op(index: usize, value: &Value) -> Result<Op> {
                 .unwrap_or(WindowKind::Hann);
             let center = r.boolean("center", true)?;
             let pad_mode = r
-                .choice("pad_mode", &[("constant", PadMode::Constant), ("reflect", PadMode::Reflect)])?
+                .choice(
+                    "pad_mode",
+                    &[("constant", PadMode::Constant), ("reflect", PadMode::Reflect)],
+                )?
                 .unwrap_or(PadMode::Constant);
-            Op::Stft(StftParams { n_fft, hop_length, win_length, window, center, pad_mode })
+            Op::Stft(StftParams {
+                n_fft,
+                hop_length,
+                win_length,
+                window,
+                center,
+                pad_mode,
+            })
         }
         "magnitude" => {
             let power = r.number("power")?.unwrap_or(1.0);
@@ -492,7 +529,14 @@ fn parse_op(index: usize, value: &Value) -> Result<Op> {
                     return Err(r.error("norm", format!("must be \"slaney\" or null, got {v}")))
                 }
             };
-            Op::Mel(MelParams { sample_rate, n_mels, fmin, fmax, htk, norm })
+            Op::Mel(MelParams {
+                sample_rate,
+                n_mels,
+                fmin,
+                fmax,
+                htk,
+                norm,
+            })
         }
         "power_to_db" => {
             let reference = match r.value("ref") {
@@ -500,12 +544,7 @@ fn parse_op(index: usize, value: &Value) -> Result<Op> {
                 Some(Value::String(s)) if s == "max" => DbRef::Max,
                 Some(v) => match v.as_f64() {
                     Some(x) if x.is_finite() && x >= 0.0 => DbRef::Value(x),
-                    _ => {
-                        return Err(r.error(
-                            "ref",
-                            format!("must be a number >= 0 or \"max\", got {v}"),
-                        ))
-                    }
+                    _ => return Err(r.error("ref", format!("must be a number >= 0 or \"max\", got {v}"))),
                 },
             };
             let amin = r.number("amin")?.unwrap_or(1e-10);
@@ -520,13 +559,23 @@ fn parse_op(index: usize, value: &Value) -> Result<Op> {
                     _ => return Err(r.error("top_db", format!("must be a number >= 0 or null, got {v}"))),
                 },
             };
-            Op::PowerToDb(DbParams { reference, amin, top_db })
+            Op::PowerToDb(DbParams {
+                reference,
+                amin,
+                top_db,
+            })
         }
-        "mfcc" => Op::Mfcc { n_mfcc: r.positive_int("n_mfcc")?.unwrap_or(20) },
+        "mfcc" => Op::Mfcc {
+            n_mfcc: r.positive_int("n_mfcc")?.unwrap_or(20),
+        },
         "decode_image" => Op::DecodeImage {
             mode: r.choice(
                 "mode",
-                &[("L", ImageMode::L), ("RGB", ImageMode::Rgb), ("RGBA", ImageMode::Rgba)],
+                &[
+                    ("L", ImageMode::L),
+                    ("RGB", ImageMode::Rgb),
+                    ("RGBA", ImageMode::Rgba),
+                ],
             )?,
         },
         "resize" => {
@@ -537,7 +586,10 @@ fn parse_op(index: usize, value: &Value) -> Result<Op> {
                 (Some(height), Some(width), None) => ResizeSize::Exact { height, width },
                 (None, None, Some(side)) => ResizeSize::ShorterSide(side),
                 (_, _, Some(_)) => {
-                    return Err(r.error("shorter_side", "give either `shorter_side` or `height`+`width`, not both"))
+                    return Err(r.error(
+                        "shorter_side",
+                        "give either `shorter_side` or `height`+`width`, not both",
+                    ))
                 }
                 (None, _, None) => return Err(r.error("height", "is required (or give `shorter_side`)")),
                 (_, None, None) => return Err(r.error("width", "is required (or give `shorter_side`)")),
@@ -554,11 +606,16 @@ fn parse_op(index: usize, value: &Value) -> Result<Op> {
                 )?
                 .unwrap_or(Filter::Bilinear);
             let antialias = r.boolean("antialias", true)?;
-            Op::Resize(ResizeParams { size, filter, antialias })
+            Op::Resize(ResizeParams {
+                size,
+                filter,
+                antialias,
+            })
         }
-        "center_crop" => {
-            Op::CenterCrop { height: r.required_int("height")?, width: r.required_int("width")? }
-        }
+        "center_crop" => Op::CenterCrop {
+            height: r.required_int("height")?,
+            width: r.required_int("width")?,
+        },
         "to_float" => Op::ToFloat,
         "normalize" => {
             let mean = r.number_list("mean")?;
@@ -566,21 +623,31 @@ fn parse_op(index: usize, value: &Value) -> Result<Op> {
             if mean.len() != std.len() {
                 return Err(r.error(
                     "std",
-                    format!("must have as many values as `mean` ({}), got {}", mean.len(), std.len()),
+                    format!(
+                        "must have as many values as `mean` ({}), got {}",
+                        mean.len(),
+                        std.len()
+                    ),
                 ));
             }
-            if std.iter().any(|&s| s == 0.0) {
+            if std.contains(&0.0) {
                 return Err(r.error("std", "must not contain 0"));
             }
             Op::Normalize { mean, std }
         }
         "layout" => {
             let to = r.choice("to", &[("chw", Layout::Chw), ("hwc", Layout::Hwc)])?;
-            Op::Layout { to: to.ok_or_else(|| r.error("to", "is required (\"chw\")"))? }
+            Op::Layout {
+                to: to.ok_or_else(|| r.error("to", "is required (\"chw\")"))?,
+            }
         }
         other => {
             return Err(Error::Spec {
-                location: SpecLocation { index: Some(index), op: Some(other.to_owned()), field: None },
+                location: SpecLocation {
+                    index: Some(index),
+                    op: Some(other.to_owned()),
+                    field: None,
+                },
                 message: "unknown op; known ops: load_audio, stft, magnitude, mel, power_to_db, mfcc, \
                           decode_image, resize, center_crop, to_float, normalize, layout"
                     .into(),

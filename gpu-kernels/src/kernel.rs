@@ -20,7 +20,12 @@ pub(crate) struct Kernel {
 }
 
 impl Kernel {
-    pub(crate) fn new(device: &wgpu::Device, module: &wgpu::ShaderModule, entry: &str, slots: &[Slot]) -> Self {
+    pub(crate) fn new(
+        device: &wgpu::Device,
+        module: &wgpu::ShaderModule,
+        entry: &str,
+        slots: &[Slot],
+    ) -> Self {
         let entries: Vec<wgpu::BindGroupLayoutEntry> = slots
             .iter()
             .enumerate()
@@ -103,7 +108,11 @@ pub(crate) struct Recorder<'a> {
 impl<'a> Recorder<'a> {
     pub(crate) fn new(device: &'a wgpu::Device, queue: &'a wgpu::Queue) -> Self {
         let encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("kiln") });
-        Recorder { device, queue, encoder }
+        Recorder {
+            device,
+            queue,
+            encoder,
+        }
     }
 
     /// A storage buffer holding `data` (at least 4 bytes, as bindings must not be empty).
@@ -144,14 +153,20 @@ impl<'a> Recorder<'a> {
         let entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
             .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
             .collect();
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
             layout: &kernel.layout,
             entries: &entries,
         });
-        let mut pass = self.encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+        let mut pass = self.encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: None,
+            timestamp_writes: None,
+        });
         pass.set_pipeline(&kernel.pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(groups.0, groups.1, groups.2);
@@ -172,12 +187,16 @@ impl<'a> Recorder<'a> {
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = sender.send(r);
         });
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| format!("waiting for the device: {e}"))?;
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| format!("waiting for the device: {e}"))?;
         receiver
             .recv()
             .map_err(|_| "the device dropped the readback".to_string())?
             .map_err(|e| format!("mapping the result: {e}"))?;
-        let view = staging.get_mapped_range(..).map_err(|e| format!("reading the result: {e}"))?;
+        let view = staging
+            .get_mapped_range(..)
+            .map_err(|e| format!("reading the result: {e}"))?;
         let words: Vec<u32> = bytemuck::cast_slice(&view[..elements * 4]).to_vec();
         drop(view);
         staging.unmap();

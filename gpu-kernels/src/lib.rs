@@ -69,7 +69,9 @@ pub struct GpuBackend {
 
 impl std::fmt::Debug for GpuBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GpuBackend").field("adapter", &self.adapter_name).finish_non_exhaustive()
+        f.debug_struct("GpuBackend")
+            .field("adapter", &self.adapter_name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -116,7 +118,14 @@ impl GpuBackend {
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, adapter_name: String) -> Self {
         let audio = AudioKernels::new(&device);
         let image = ImageKernels::new(&device);
-        GpuBackend { device, queue, adapter_name, audio, image, resources: Resources::default() }
+        GpuBackend {
+            device,
+            queue,
+            adapter_name,
+            audio,
+            image,
+            resources: Resources::default(),
+        }
     }
 
     pub fn adapter_name(&self) -> &str {
@@ -136,7 +145,11 @@ impl GpuBackend {
             }
             TensorData::F32(v) | TensorData::C64(v) => rec.upload("input", bytemuck::cast_slice(v)),
         };
-        DeviceTensor { buffer, shape: tensor.shape.clone(), dtype: tensor.dtype() }
+        DeviceTensor {
+            buffer,
+            shape: tensor.shape.clone(),
+            dtype: tensor.dtype(),
+        }
     }
 
     /// Runs a plan with device errors (validation, out of memory) captured and returned rather
@@ -164,19 +177,25 @@ impl GpuBackend {
                 Step::Mel(bank) => self.audio.mel(&mut rec, &self.resources, bank, t),
                 Step::PowerToDb(db) => self.audio.power_to_db(&mut rec, db, t),
                 Step::Mfcc { dct, n_mfcc, n_mels } => {
-                    self.audio.mfcc(&mut rec, &self.resources, dct, *n_mfcc, *n_mels, t)
+                    self.audio
+                        .mfcc(&mut rec, &self.resources, dct, *n_mfcc, *n_mels, t)
                 }
                 Step::Resize(p) => self.image.resize(&mut rec, &self.resources, p, t),
-                Step::CenterCrop { input, top, left, output } => {
-                    self.image.center_crop(&mut rec, input, *top, *left, output, t)
-                }
+                Step::CenterCrop {
+                    input,
+                    top,
+                    left,
+                    output,
+                } => self.image.center_crop(&mut rec, input, *top, *left, output, t),
                 Step::ToFloat => self.image.to_float(&mut rec, t),
                 Step::Normalize { dims, mean, std } => self.image.normalize(&mut rec, dims, mean, std, t),
                 Step::Layout { input, output } => self.image.layout(&mut rec, input, output, t),
             };
         }
         let words_per_element = if t.dtype == DType::C64 { 2 } else { 1 };
-        let words = rec.finish(&t.buffer, t.len() * words_per_element).map_err(BackendError::Execution)?;
+        let words = rec
+            .finish(&t.buffer, t.len() * words_per_element)
+            .map_err(BackendError::Execution)?;
         let data = match t.dtype {
             DType::U8 => TensorData::U8(words.into_iter().map(|w| w as u8).collect()),
             DType::F32 => TensorData::F32(bytemuck::cast_vec(words)),
@@ -194,7 +213,10 @@ impl Backend for GpuBackend {
     fn execute(&self, plan: &Plan, input: Tensor) -> kiln_core::Result<Tensor> {
         self.run(plan, input).map_err(|e| match e {
             BackendError::Kernel(inner) => inner,
-            other => kiln_core::Error::Backend { backend: "gpu", reason: other.to_string() },
+            other => kiln_core::Error::Backend {
+                backend: "gpu",
+                reason: other.to_string(),
+            },
         })
     }
 }

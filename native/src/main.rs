@@ -8,7 +8,11 @@ use kiln::transform::{load_spec, make_backend, transform_file, write_atomic, Bac
 use kiln_core::{npy, Pipeline};
 
 #[derive(Parser)]
-#[command(name = "kiln", version, about = "Turn raw audio and images into training-ready tensors")]
+#[command(
+    name = "kiln",
+    version,
+    about = "Turn raw audio and images into training-ready tensors"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -33,7 +37,12 @@ enum Command {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Transform { spec, input, output, backend } => {
+        Command::Transform {
+            spec,
+            input,
+            output,
+            backend,
+        } => {
             let pipeline = Pipeline::new(load_spec(&spec)?);
             let backend = make_backend(backend)?;
             let tensor = transform_file(&pipeline, backend.as_ref(), &input)?;

@@ -40,8 +40,13 @@ pub fn transform_file(pipeline: &Pipeline, backend: &dyn Backend, input: &Path) 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
 /// reader never sees a partial file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().with_context(|| format!("{} is not a file path", path.display()))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} is not a file path", path.display()))?;
     let mut tmp_name = name.to_owned();
     tmp_name.push(format!(".tmp.{}", std::process::id()));
     let tmp: PathBuf = dir.join(tmp_name);

@@ -30,15 +30,11 @@ pub fn decode_wav(bytes: &[u8]) -> Result<Audio> {
     let interleaved: Vec<f32> = match (spec.sample_format, spec.bits_per_sample) {
         (hound::SampleFormat::Float, 32) => collect(reader.into_samples::<f32>(), |v| v)?,
         (hound::SampleFormat::Int, 8) => collect(reader.into_samples::<i8>(), |v| f32::from(v) / 128.0)?,
-        (hound::SampleFormat::Int, 16) => {
-            collect(reader.into_samples::<i16>(), |v| f32::from(v) / 32768.0)?
-        }
-        (hound::SampleFormat::Int, 24) => {
-            collect(reader.into_samples::<i32>(), |v| v as f32 / 8_388_608.0)?
-        }
-        (hound::SampleFormat::Int, 32) => {
-            collect(reader.into_samples::<i32>(), |v| v as f32 * (1.0 / 2_147_483_648.0))?
-        }
+        (hound::SampleFormat::Int, 16) => collect(reader.into_samples::<i16>(), |v| f32::from(v) / 32768.0)?,
+        (hound::SampleFormat::Int, 24) => collect(reader.into_samples::<i32>(), |v| v as f32 / 8_388_608.0)?,
+        (hound::SampleFormat::Int, 32) => collect(reader.into_samples::<i32>(), |v| {
+            v as f32 * (1.0 / 2_147_483_648.0)
+        })?,
         (format, bits) => {
             return Err(Error::decode(
                 "WAV",
@@ -46,14 +42,17 @@ pub fn decode_wav(bytes: &[u8]) -> Result<Audio> {
             ))
         }
     };
-    if interleaved.len() % channel_count != 0 {
+    if !interleaved.len().is_multiple_of(channel_count) {
         return Err(Error::decode("WAV", "data chunk ends in the middle of a frame"));
     }
     let frames = interleaved.len() / channel_count;
     let channels = (0..channel_count)
         .map(|c| (0..frames).map(|i| interleaved[i * channel_count + c]).collect())
         .collect();
-    Ok(Audio { sample_rate: spec.sample_rate, channels })
+    Ok(Audio {
+        sample_rate: spec.sample_rate,
+        channels,
+    })
 }
 
 fn collect<S, R: std::io::Read>(
@@ -67,7 +66,10 @@ where
         .map(|s| {
             // The header parsed, so a failure here is missing sample data.
             s.map(&to_f32).map_err(|e| {
-                Error::decode("WAV", format!("data chunk is truncated (shorter than its header says): {e}"))
+                Error::decode(
+                    "WAV",
+                    format!("data chunk is truncated (shorter than its header says): {e}"),
+                )
             })
         })
         .collect()
@@ -100,7 +102,10 @@ pub fn resample(channels: &[Vec<f32>], from: u32, to: u32) -> Result<Vec<Vec<f32
         return Ok(channels.to_vec());
     }
     if from == 0 {
-        return Err(Error::input("load_audio", "the file declares a sample rate of 0 Hz"));
+        return Err(Error::input(
+            "load_audio",
+            "the file declares a sample rate of 0 Hz",
+        ));
     }
     let resampler = Resampler::new(from, to);
     Ok(channels.iter().map(|c| resampler.process(c)).collect())

@@ -38,7 +38,13 @@ pub fn mel_frequencies(n: usize, fmin: f64, fmax: f64, htk: bool) -> Vec<f64> {
     let hi = hz_to_mel(fmax, htk);
     let step = if n > 1 { (hi - lo) / (n - 1) as f64 } else { 0.0 };
     (0..n)
-        .map(|i| if i + 1 == n && n > 1 { hi } else { i as f64 * step + lo })
+        .map(|i| {
+            if i + 1 == n && n > 1 {
+                hi
+            } else {
+                i as f64 * step + lo
+            }
+        })
         .map(|m| mel_to_hz(m, htk))
         .collect()
 }
@@ -60,7 +66,15 @@ pub struct MelFilterbank {
 impl MelFilterbank {
     /// Builds the filterbank with librosa's arithmetic: triangles in f64, stored as f32, then
     /// scaled by the Slaney area norm `2 / (f[i+2] - f[i])` in f64 and stored as f32 again.
-    pub fn new(sample_rate: f64, n_fft: usize, n_mels: usize, fmin: f64, fmax: f64, htk: bool, slaney_norm: bool) -> Self {
+    pub fn new(
+        sample_rate: f64,
+        n_fft: usize,
+        n_mels: usize,
+        fmin: f64,
+        fmax: f64,
+        htk: bool,
+        slaney_norm: bool,
+    ) -> Self {
         let n_freq = n_fft / 2 + 1;
         let bin_hz = 1.0 / (n_fft as f64 * (1.0 / sample_rate));
         let fft_freqs: Vec<f64> = (0..n_freq).map(|k| k as f64 * bin_hz).collect();
@@ -85,10 +99,16 @@ impl MelFilterbank {
                     .collect();
                 let first = dense.iter().position(|&w| w != 0.0);
                 match first {
-                    None => MelFilter { first_bin: 0, weights: Vec::new() },
+                    None => MelFilter {
+                        first_bin: 0,
+                        weights: Vec::new(),
+                    },
                     Some(first) => {
                         let last = dense.iter().rposition(|&w| w != 0.0).unwrap_or(first);
-                        MelFilter { first_bin: first, weights: dense[first..=last].to_vec() }
+                        MelFilter {
+                            first_bin: first,
+                            weights: dense[first..=last].to_vec(),
+                        }
                     }
                 }
             })

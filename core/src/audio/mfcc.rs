@@ -6,7 +6,11 @@ pub fn dct_matrix(n_mfcc: usize, n_mels: usize) -> Vec<f32> {
     let n = n_mels as f64;
     let mut m = Vec::with_capacity(n_mfcc * n_mels);
     for k in 0..n_mfcc {
-        let scale = if k == 0 { (1.0 / n).sqrt() } else { (2.0 / n).sqrt() };
+        let scale = if k == 0 {
+            (1.0 / n).sqrt()
+        } else {
+            (2.0 / n).sqrt()
+        };
         for i in 0..n_mels {
             let angle = std::f64::consts::PI * k as f64 * (2 * i + 1) as f64 / (2.0 * n);
             m.push((scale * angle.cos()) as f32);

@@ -55,9 +55,18 @@ impl Resampler {
         let cutoff = ROLLOFF * (up as f64 / down as f64).min(1.0);
         let half_width = ZERO_CROSSINGS / cutoff;
         let reach = half_width.ceil() as i64;
-        let mut resampler = Resampler { up, down, cutoff, half_width, table: None, reach };
+        let mut resampler = Resampler {
+            up,
+            down,
+            cutoff,
+            half_width,
+            table: None,
+            reach,
+        };
         if up <= MAX_TABLE_PHASES {
-            let table = (0..up).map(|phase| resampler.taps(phase as f64 / up as f64)).collect();
+            let table = (0..up)
+                .map(|phase| resampler.taps(phase as f64 / up as f64))
+                .collect();
             resampler.table = Some(table);
         }
         resampler
@@ -76,7 +85,9 @@ impl Resampler {
 
     /// Taps for input samples `floor(t) - reach + 1 ..= floor(t) + reach` at fractional offset `frac`.
     fn taps(&self, frac: f64) -> Vec<f64> {
-        (-self.reach + 1..=self.reach).map(|j| self.kernel(frac - j as f64)).collect()
+        (-self.reach + 1..=self.reach)
+            .map(|j| self.kernel(frac - j as f64))
+            .collect()
     }
 
     /// Output length as librosa: `ceil(n * to / from)`.

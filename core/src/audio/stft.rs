@@ -20,7 +20,9 @@ pub struct StftPlan {
 
 impl fmt::Debug for StftPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StftPlan").field("params", &self.params).finish_non_exhaustive()
+        f.debug_struct("StftPlan")
+            .field("params", &self.params)
+            .finish_non_exhaustive()
     }
 }
 
@@ -82,7 +84,11 @@ impl StftPlan {
     pub fn process(&self, signal: &[f32], out: &mut [f32]) -> Result<()> {
         let n_frames = self.n_frames(signal.len())?;
         let n_freq = self.n_freq();
-        assert_eq!(out.len(), 2 * n_freq * n_frames, "STFT output buffer has the wrong size");
+        assert_eq!(
+            out.len(),
+            2 * n_freq * n_frames,
+            "STFT output buffer has the wrong size"
+        );
         let mut frame = self.fft.make_input_vec();
         let mut spectrum = self.fft.make_output_vec();
         let mut scratch = self.fft.make_scratch_vec();

@@ -24,16 +24,20 @@ pub struct Image {
 /// Gray+alpha becomes `RGBA` and palette images are expanded (kiln has no `LA`/`P` modes);
 /// 16-bit samples keep their high byte, as Pillow's 16-bit RGB PNG reader does.
 pub fn decode_image(bytes: &[u8], mode: Option<ImageMode>) -> Result<Image> {
-    let format = image::guess_format(bytes).map_err(|_| {
-        Error::decode("image", "not a PNG or JPEG file (unrecognised signature)")
-    })?;
+    let format = image::guess_format(bytes)
+        .map_err(|_| Error::decode("image", "not a PNG or JPEG file (unrecognised signature)"))?;
     match format {
         ImageFormat::Png => {}
         ImageFormat::Jpeg => {
             let (native_mode, width, height, native) = decode_jpeg(bytes)?;
             let target = mode.unwrap_or(native_mode);
             let pixels = convert(&native, native_mode, target);
-            return Ok(Image { height, width, mode: target, pixels });
+            return Ok(Image {
+                height,
+                width,
+                mode: target,
+                pixels,
+            });
         }
         other => {
             return Err(Error::decode(
@@ -48,9 +52,7 @@ pub fn decode_image(bytes: &[u8], mode: Option<ImageMode>) -> Result<Image> {
         DynamicImage::ImageLuma8(b) => (ImageMode::L, b.into_raw()),
         DynamicImage::ImageLuma16(b) => (ImageMode::L, high_bytes(b.into_raw())),
         DynamicImage::ImageLumaA8(b) => (ImageMode::Rgba, gray_alpha_to_rgba(&b.into_raw())),
-        DynamicImage::ImageLumaA16(b) => {
-            (ImageMode::Rgba, gray_alpha_to_rgba(&high_bytes(b.into_raw())))
-        }
+        DynamicImage::ImageLumaA16(b) => (ImageMode::Rgba, gray_alpha_to_rgba(&high_bytes(b.into_raw()))),
         DynamicImage::ImageRgb8(b) => (ImageMode::Rgb, b.into_raw()),
         DynamicImage::ImageRgb16(b) => (ImageMode::Rgb, high_bytes(b.into_raw())),
         DynamicImage::ImageRgba8(b) => (ImageMode::Rgba, b.into_raw()),
@@ -59,7 +61,12 @@ pub fn decode_image(bytes: &[u8], mode: Option<ImageMode>) -> Result<Image> {
     };
     let target = mode.unwrap_or(native_mode);
     let pixels = convert(&native, native_mode, target);
-    Ok(Image { height, width, mode: target, pixels })
+    Ok(Image {
+        height,
+        width,
+        mode: target,
+        pixels,
+    })
 }
 
 /// Decodes a JPEG with zune-jpeg to L (grayscale files) or RGB (colour, including CMYK).
@@ -75,8 +82,13 @@ fn decode_jpeg(bytes: &[u8]) -> Result<(ImageMode, usize, usize, Vec<u8>)> {
         let mut probe = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
         probe.decode_headers()?;
         let gray = matches!(probe.input_colorspace(), Some(ColorSpace::Luma));
-        let (mode, space) = if gray { (ImageMode::L, ColorSpace::Luma) } else { (ImageMode::Rgb, ColorSpace::RGB) };
-        let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), options.jpeg_set_out_colorspace(space));
+        let (mode, space) = if gray {
+            (ImageMode::L, ColorSpace::Luma)
+        } else {
+            (ImageMode::Rgb, ColorSpace::RGB)
+        };
+        let mut decoder =
+            JpegDecoder::new_with_options(ZCursor::new(bytes), options.jpeg_set_out_colorspace(space));
         let pixels = decoder.decode()?;
         let (width, height) = decoder.dimensions().expect("headers decoded");
         Ok((mode, width, height, pixels))
@@ -86,8 +98,14 @@ fn decode_jpeg(bytes: &[u8]) -> Result<(ImageMode, usize, usize, Vec<u8>)> {
         Err(strict_error) => {
             let lenient = run(false).map_err(|e| Error::decode("JPEG", e))?;
             let reason = strict_error.to_string();
-            if ["Premature end", "No more bytes", "Exhausted data"].iter().any(|m| reason.contains(m)) {
-                return Err(Error::decode("JPEG", format!("image file is truncated ({reason})")));
+            if ["Premature end", "No more bytes", "Exhausted data"]
+                .iter()
+                .any(|m| reason.contains(m))
+            {
+                return Err(Error::decode(
+                    "JPEG",
+                    format!("image file is truncated ({reason})"),
+                ));
             }
             Ok(lenient)
         }
@@ -99,7 +117,9 @@ fn high_bytes(samples: Vec<u16>) -> Vec<u8> {
 }
 
 fn gray_alpha_to_rgba(la: &[u8]) -> Vec<u8> {
-    la.chunks_exact(2).flat_map(|p| [p[0], p[0], p[0], p[1]]).collect()
+    la.chunks_exact(2)
+        .flat_map(|p| [p[0], p[0], p[0], p[1]])
+        .collect()
 }
 
 /// Pillow `Image.convert` between L, RGB and RGBA: luma is ITU-R 601-2 in 16-bit fixed point,

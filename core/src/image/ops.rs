@@ -12,13 +12,24 @@ pub fn center_crop_offset(size: usize, crop: usize) -> isize {
     let d = size - crop;
     // Python's round(d / 2) rounds half to even.
     let half = d / 2;
-    let rounded = if d % 2 == 1 && half % 2 == 1 { half + 1 } else { half };
+    let rounded = if d % 2 == 1 && half % 2 == 1 {
+        half + 1
+    } else {
+        half
+    };
     rounded as isize
 }
 
 /// Crops `data` laid out as `dims` to `height` x `width` at the given offsets, filling with zero
 /// outside the source.
-pub fn crop<T: Copy + Default>(data: &[T], dims: &ImageDims, top: isize, left: isize, height: usize, width: usize) -> Vec<T> {
+pub fn crop<T: Copy + Default>(
+    data: &[T],
+    dims: &ImageDims,
+    top: isize,
+    left: isize,
+    height: usize,
+    width: usize,
+) -> Vec<T> {
     let c = dims.channels;
     let mut out = vec![T::default(); height * width * c];
     let source = |y: usize, x: usize| -> Option<(usize, usize)> {
@@ -32,7 +43,10 @@ pub fn crop<T: Copy + Default>(data: &[T], dims: &ImageDims, top: isize, left: i
             let Some((sy, sx)) = source(y, x) else { continue };
             for ch in 0..c {
                 let (dst, src) = if dims.chw {
-                    ((ch * height + y) * width + x, (ch * dims.height + sy) * dims.width + sx)
+                    (
+                        (ch * height + y) * width + x,
+                        (ch * dims.height + sy) * dims.width + sx,
+                    )
                 } else {
                     ((y * width + x) * c + ch, (sy * dims.width + sx) * c + ch)
                 };

@@ -88,12 +88,23 @@ impl AxisCoefficients {
             for (x, &v) in w.iter().enumerate().take(n) {
                 let v = if total != 0.0 { v / total } else { v };
                 let fixed = v * f64::from(1u32 << PRECISION_BITS);
-                weights[o * taps + x] = if v < 0.0 { (fixed - 0.5) as i32 } else { (fixed + 0.5) as i32 };
+                weights[o * taps + x] = if v < 0.0 {
+                    (fixed - 0.5) as i32
+                } else {
+                    (fixed + 0.5) as i32
+                };
             }
             start.push(xmin as u32);
             len.push(n as u32);
         }
-        AxisCoefficients { in_size, out_size, taps, start, len, weights }
+        AxisCoefficients {
+            in_size,
+            out_size,
+            taps,
+            start,
+            len,
+            weights,
+        }
     }
 
     /// First input index any output reads, and one past the last.
@@ -145,7 +156,11 @@ pub fn output_size(params: &ResizeParams, height: usize, width: usize) -> (usize
     match params.size {
         ResizeSize::Exact { height, width } => (height, width),
         ResizeSize::ShorterSide(side) => {
-            let (short, long) = if width <= height { (width, height) } else { (height, width) };
+            let (short, long) = if width <= height {
+                (width, height)
+            } else {
+                (height, width)
+            };
             let new_long = ((side * long) as f64 / short as f64) as usize;
             if width <= height {
                 (new_long, side)
@@ -186,8 +201,8 @@ impl ResizePlan {
             let need_h = out_width != width;
             let need_v = out_height != height;
             let vertical = AxisCoefficients::new(height, out_height, params.filter, params.antialias);
-            let horizontal = need_h
-                .then(|| AxisCoefficients::new(width, out_width, params.filter, params.antialias));
+            let horizontal =
+                need_h.then(|| AxisCoefficients::new(width, out_width, params.filter, params.antialias));
             let (rows, vertical) = if horizontal_first && need_h {
                 let span = vertical.input_span();
                 (span, need_v.then(|| vertical.shifted(span.0)))
@@ -202,7 +217,14 @@ impl ResizePlan {
                 premultiply: channels == 4,
             }
         };
-        ResizePlan { in_height: height, in_width: width, out_height, out_width, channels, kind }
+        ResizePlan {
+            in_height: height,
+            in_width: width,
+            out_height,
+            out_width,
+            channels,
+            kind,
+        }
     }
 
     /// Resizes `(H, W, C)` uint8 pixels.
@@ -220,8 +242,18 @@ impl ResizePlan {
                 }
                 out
             }
-            ResizeKind::Convolution { horizontal_first, rows, horizontal, vertical, premultiply } => {
-                let mut img = if *premultiply { premultiply_alpha(pixels) } else { pixels.to_vec() };
+            ResizeKind::Convolution {
+                horizontal_first,
+                rows,
+                horizontal,
+                vertical,
+                premultiply,
+            } => {
+                let mut img = if *premultiply {
+                    premultiply_alpha(pixels)
+                } else {
+                    pixels.to_vec()
+                };
                 let w = self.in_width;
                 if *horizontal_first {
                     let mut width = w;

@@ -94,15 +94,27 @@ impl AudioKernels {
             );
         }
         let shape = lead.iter().copied().chain([n_freq, n_frames]).collect();
-        Ok(DeviceTensor { buffer: out, shape, dtype: DType::C64 })
+        Ok(DeviceTensor {
+            buffer: out,
+            shape,
+            dtype: DType::C64,
+        })
     }
 
     pub(crate) fn magnitude(&self, rec: &mut Recorder, power: f32, input: DeviceTensor) -> DeviceTensor {
         let count = input.len();
         let out = rec.storage("magnitude", count);
         let params = rec.uniform(&[count as u32, power.to_bits(), 0, 0]);
-        rec.dispatch(&self.magnitude, &[&params, &input.buffer, &out], flat_groups(count));
-        DeviceTensor { buffer: out, shape: input.shape, dtype: DType::F32 }
+        rec.dispatch(
+            &self.magnitude,
+            &[&params, &input.buffer, &out],
+            flat_groups(count),
+        );
+        DeviceTensor {
+            buffer: out,
+            shape: input.shape,
+            dtype: DType::F32,
+        }
     }
 
     pub(crate) fn mel(
@@ -116,7 +128,12 @@ impl AudioKernels {
             let mut filters = Vec::with_capacity(bank.n_mels() * 4);
             let mut weights = Vec::new();
             for f in &bank.filters {
-                filters.extend([f.first_bin as u32, f.weights.len() as u32, weights.len() as u32, 0]);
+                filters.extend([
+                    f.first_bin as u32,
+                    f.weights.len() as u32,
+                    weights.len() as u32,
+                    0,
+                ]);
                 weights.extend_from_slice(&f.weights);
             }
             MelTables {
@@ -135,11 +152,24 @@ impl AudioKernels {
             &[&params, &tables.filters, &tables.weights, &input.buffer, &out],
             (groups(n_frames, 64), groups(n_mels, 4), channels as u32),
         );
-        let shape = input.shape[..rank - 2].iter().copied().chain([n_mels, n_frames]).collect();
-        DeviceTensor { buffer: out, shape, dtype: DType::F32 }
+        let shape = input.shape[..rank - 2]
+            .iter()
+            .copied()
+            .chain([n_mels, n_frames])
+            .collect();
+        DeviceTensor {
+            buffer: out,
+            shape,
+            dtype: DType::F32,
+        }
     }
 
-    pub(crate) fn power_to_db(&self, rec: &mut Recorder, db: &DbParams, values: DeviceTensor) -> DeviceTensor {
+    pub(crate) fn power_to_db(
+        &self,
+        rec: &mut Recorder,
+        db: &DbParams,
+        values: DeviceTensor,
+    ) -> DeviceTensor {
         let count = values.len();
         let ref_db = reference_db(db, 0.0) as f32;
         let params = rec.uniform(&[
@@ -153,7 +183,11 @@ impl AudioKernels {
             0,
         ]);
         let peak = rec.upload("peak", &[0u8; 4]);
-        rec.dispatch(&self.max_reduce, &[&params, &values.buffer, &peak], flat_groups(count));
+        rec.dispatch(
+            &self.max_reduce,
+            &[&params, &values.buffer, &peak],
+            flat_groups(count),
+        );
         rec.dispatch(&self.to_db, &[&params, &values.buffer, &peak], flat_groups(count));
         values
     }
@@ -178,7 +212,15 @@ impl AudioKernels {
             &[&params, &matrix, &input.buffer, &out],
             (groups(n_frames, 64), groups(n_mfcc, 4), channels as u32),
         );
-        let shape = input.shape[..rank - 2].iter().copied().chain([n_mfcc, n_frames]).collect();
-        DeviceTensor { buffer: out, shape, dtype: DType::F32 }
+        let shape = input.shape[..rank - 2]
+            .iter()
+            .copied()
+            .chain([n_mfcc, n_frames])
+            .collect();
+        DeviceTensor {
+            buffer: out,
+            shape,
+            dtype: DType::F32,
+        }
     }
 }

@@ -44,7 +44,15 @@ fn axis_tables(rec: &Recorder, c: &AxisCoefficients) -> AxisTables {
 }
 
 /// Uniform words for the per-pixel kernels (see `pixels.wgsl`).
-fn pixel_params(rec: &Recorder, input: &ImageDims, out_h: usize, out_w: usize, top: i32, left: i32, chw: bool) -> wgpu::Buffer {
+fn pixel_params(
+    rec: &Recorder,
+    input: &ImageDims,
+    out_h: usize,
+    out_w: usize,
+    top: i32,
+    left: i32,
+    chw: bool,
+) -> wgpu::Buffer {
     rec.uniform(&[
         input.height as u32,
         input.width as u32,
@@ -77,7 +85,15 @@ impl ImageKernels {
         }
     }
 
-    fn per_pixel(&self, rec: &mut Recorder, kernel: &Kernel, params: &wgpu::Buffer, src: &wgpu::Buffer, table: Option<&wgpu::Buffer>, count: usize) -> wgpu::Buffer {
+    fn per_pixel(
+        &self,
+        rec: &mut Recorder,
+        kernel: &Kernel,
+        params: &wgpu::Buffer,
+        src: &wgpu::Buffer,
+        table: Option<&wgpu::Buffer>,
+        count: usize,
+    ) -> wgpu::Buffer {
         let out = rec.storage("image", count);
         let dummy;
         let table = match table {
@@ -91,14 +107,24 @@ impl ImageKernels {
         out
     }
 
-    pub(crate) fn resize(&self, rec: &mut Recorder, resources: &Resources, plan: &Arc<ResizePlan>, input: DeviceTensor) -> DeviceTensor {
+    pub(crate) fn resize(
+        &self,
+        rec: &mut Recorder,
+        resources: &Resources,
+        plan: &Arc<ResizePlan>,
+        input: DeviceTensor,
+    ) -> DeviceTensor {
         let c = plan.channels;
         let mut shape = vec![plan.out_height, plan.out_width];
         if input.shape.len() == 3 {
             shape.push(c);
         }
         let tables = resources.get(plan, || match &plan.kind {
-            ResizeKind::Copy => ResizeTables { horizontal: None, vertical: None, nearest: None },
+            ResizeKind::Copy => ResizeTables {
+                horizontal: None,
+                vertical: None,
+                nearest: None,
+            },
             ResizeKind::Nearest { rows, cols } => {
                 let table: Vec<u32> = rows.iter().chain(cols).copied().collect();
                 ResizeTables {
@@ -107,21 +133,42 @@ impl ImageKernels {
                     nearest: Some(rec.upload("nearest", bytemuck::cast_slice(&table))),
                 }
             }
-            ResizeKind::Convolution { horizontal, vertical, .. } => ResizeTables {
+            ResizeKind::Convolution {
+                horizontal, vertical, ..
+            } => ResizeTables {
                 horizontal: horizontal.as_ref().map(|h| axis_tables(rec, h)),
                 vertical: vertical.as_ref().map(|v| axis_tables(rec, v)),
                 nearest: None,
             },
         });
-        let in_dims = ImageDims { height: plan.in_height, width: plan.in_width, channels: c, chw: false, channel_axis: true };
+        let in_dims = ImageDims {
+            height: plan.in_height,
+            width: plan.in_width,
+            channels: c,
+            chw: false,
+            channel_axis: true,
+        };
         let buffer = match &plan.kind {
             ResizeKind::Copy => input.buffer,
             ResizeKind::Nearest { .. } => {
                 let params = pixel_params(rec, &in_dims, plan.out_height, plan.out_width, 0, 0, false);
                 let count = plan.out_height * plan.out_width * c;
-                self.per_pixel(rec, &self.nearest, &params, &input.buffer, tables.nearest.as_ref(), count)
+                self.per_pixel(
+                    rec,
+                    &self.nearest,
+                    &params,
+                    &input.buffer,
+                    tables.nearest.as_ref(),
+                    count,
+                )
             }
-            ResizeKind::Convolution { horizontal_first, rows, horizontal, vertical, premultiply } => {
+            ResizeKind::Convolution {
+                horizontal_first,
+                rows,
+                horizontal,
+                vertical,
+                premultiply,
+            } => {
                 let pixels = plan.in_height * plan.in_width;
                 let params = pixel_params(rec, &in_dims, 0, 0, 0, 0, false);
                 let mut img = if *premultiply {
@@ -131,20 +178,47 @@ impl ImageKernels {
                 };
                 let mut width = plan.in_width;
                 let mut height = plan.in_height;
-                let horizontal_pass = |rec: &mut Recorder, img: &wgpu::Buffer, row_offset: usize, rows: usize, width: usize| {
-                    let coeffs = horizontal.as_ref().expect("horizontal coefficients");
-                    let t = tables.horizontal.as_ref().expect("horizontal tables");
-                    let out = rec.storage("resize h", rows * coeffs.out_size * c);
-                    let params = rec.uniform(&[width as u32, coeffs.out_size as u32, rows as u32, c as u32, t.taps, row_offset as u32, 0, 0]);
-                    rec.dispatch(&self.horizontal, &[&params, &t.bounds, &t.weights, img, &out], (groups(coeffs.out_size * c, 64), groups(rows, 4), 1));
-                    out
-                };
+                let horizontal_pass =
+                    |rec: &mut Recorder, img: &wgpu::Buffer, row_offset: usize, rows: usize, width: usize| {
+                        let coeffs = horizontal.as_ref().expect("horizontal coefficients");
+                        let t = tables.horizontal.as_ref().expect("horizontal tables");
+                        let out = rec.storage("resize h", rows * coeffs.out_size * c);
+                        let params = rec.uniform(&[
+                            width as u32,
+                            coeffs.out_size as u32,
+                            rows as u32,
+                            c as u32,
+                            t.taps,
+                            row_offset as u32,
+                            0,
+                            0,
+                        ]);
+                        rec.dispatch(
+                            &self.horizontal,
+                            &[&params, &t.bounds, &t.weights, img, &out],
+                            (groups(coeffs.out_size * c, 64), groups(rows, 4), 1),
+                        );
+                        out
+                    };
                 let vertical_pass = |rec: &mut Recorder, img: &wgpu::Buffer, width: usize| {
                     let coeffs = vertical.as_ref().expect("vertical coefficients");
                     let t = tables.vertical.as_ref().expect("vertical tables");
                     let out = rec.storage("resize v", coeffs.out_size * width * c);
-                    let params = rec.uniform(&[width as u32, width as u32, 0, c as u32, t.taps, 0, coeffs.out_size as u32, 0]);
-                    rec.dispatch(&self.vertical, &[&params, &t.bounds, &t.weights, img, &out], (groups(width * c, 64), groups(coeffs.out_size, 4), 1));
+                    let params = rec.uniform(&[
+                        width as u32,
+                        width as u32,
+                        0,
+                        c as u32,
+                        t.taps,
+                        0,
+                        coeffs.out_size as u32,
+                        0,
+                    ]);
+                    rec.dispatch(
+                        &self.vertical,
+                        &[&params, &t.bounds, &t.weights, img, &out],
+                        (groups(width * c, 64), groups(coeffs.out_size, 4), 1),
+                    );
                     out
                 };
                 if *horizontal_first {
@@ -165,44 +239,121 @@ impl ImageKernels {
                     }
                 }
                 if *premultiply {
-                    let out_dims = ImageDims { height: plan.out_height, width: plan.out_width, ..in_dims };
+                    let out_dims = ImageDims {
+                        height: plan.out_height,
+                        width: plan.out_width,
+                        ..in_dims
+                    };
                     let params = pixel_params(rec, &out_dims, 0, 0, 0, 0, false);
-                    img = self.per_pixel(rec, &self.unpremultiply, &params, &img, None, plan.out_height * plan.out_width * c);
+                    img = self.per_pixel(
+                        rec,
+                        &self.unpremultiply,
+                        &params,
+                        &img,
+                        None,
+                        plan.out_height * plan.out_width * c,
+                    );
                 }
                 img
             }
         };
-        DeviceTensor { buffer, shape, dtype: DType::U8 }
+        DeviceTensor {
+            buffer,
+            shape,
+            dtype: DType::U8,
+        }
     }
 
-    pub(crate) fn center_crop(&self, rec: &mut Recorder, input_dims: &ImageDims, top: isize, left: isize, output: &ImageDims, input: DeviceTensor) -> DeviceTensor {
-        let params = pixel_params(rec, input_dims, output.height, output.width, top as i32, left as i32, input_dims.chw);
+    pub(crate) fn center_crop(
+        &self,
+        rec: &mut Recorder,
+        input_dims: &ImageDims,
+        top: isize,
+        left: isize,
+        output: &ImageDims,
+        input: DeviceTensor,
+    ) -> DeviceTensor {
+        let params = pixel_params(
+            rec,
+            input_dims,
+            output.height,
+            output.width,
+            top as i32,
+            left as i32,
+            input_dims.chw,
+        );
         let buffer = self.per_pixel(rec, &self.center_crop, &params, &input.buffer, None, output.len());
-        DeviceTensor { buffer, shape: output.shape(), dtype: input.dtype }
+        DeviceTensor {
+            buffer,
+            shape: output.shape(),
+            dtype: input.dtype,
+        }
     }
 
     pub(crate) fn to_float(&self, rec: &mut Recorder, input: DeviceTensor) -> DeviceTensor {
         let count = input.len();
-        let dims = ImageDims { height: 1, width: count, channels: 1, chw: false, channel_axis: true };
+        let dims = ImageDims {
+            height: 1,
+            width: count,
+            channels: 1,
+            chw: false,
+            channel_axis: true,
+        };
         let params = pixel_params(rec, &dims, 0, 0, 0, 0, false);
         let buffer = self.per_pixel(rec, &self.to_float, &params, &input.buffer, None, count);
-        DeviceTensor { buffer, shape: input.shape, dtype: DType::F32 }
+        DeviceTensor {
+            buffer,
+            shape: input.shape,
+            dtype: DType::F32,
+        }
     }
 
-    pub(crate) fn normalize(&self, rec: &mut Recorder, dims: &ImageDims, mean: &[f32], std: &[f32], input: DeviceTensor) -> DeviceTensor {
+    pub(crate) fn normalize(
+        &self,
+        rec: &mut Recorder,
+        dims: &ImageDims,
+        mean: &[f32],
+        std: &[f32],
+        input: DeviceTensor,
+    ) -> DeviceTensor {
         let table: Vec<u32> = mean.iter().chain(std).map(|v| v.to_bits()).collect();
         let table = rec.upload("normalize", bytemuck::cast_slice(&table));
         let params = pixel_params(rec, dims, 0, 0, 0, 0, dims.chw);
-        let buffer = self.per_pixel(rec, &self.normalize, &params, &input.buffer, Some(&table), dims.len());
-        DeviceTensor { buffer, shape: input.shape, dtype: DType::F32 }
+        let buffer = self.per_pixel(
+            rec,
+            &self.normalize,
+            &params,
+            &input.buffer,
+            Some(&table),
+            dims.len(),
+        );
+        DeviceTensor {
+            buffer,
+            shape: input.shape,
+            dtype: DType::F32,
+        }
     }
 
-    pub(crate) fn layout(&self, rec: &mut Recorder, input_dims: &ImageDims, output: &ImageDims, input: DeviceTensor) -> DeviceTensor {
+    pub(crate) fn layout(
+        &self,
+        rec: &mut Recorder,
+        input_dims: &ImageDims,
+        output: &ImageDims,
+        input: DeviceTensor,
+    ) -> DeviceTensor {
         if input_dims.chw == output.chw {
-            return DeviceTensor { buffer: input.buffer, shape: output.shape(), dtype: input.dtype };
+            return DeviceTensor {
+                buffer: input.buffer,
+                shape: output.shape(),
+                dtype: input.dtype,
+            };
         }
         let params = pixel_params(rec, input_dims, 0, 0, 0, 0, output.chw);
         let buffer = self.per_pixel(rec, &self.relayout, &params, &input.buffer, None, output.len());
-        DeviceTensor { buffer, shape: output.shape(), dtype: input.dtype }
+        DeviceTensor {
+            buffer,
+            shape: output.shape(),
+            dtype: input.dtype,
+        }
     }
 }
