@@ -1,1 +1,164 @@
-fn main() {}
+//! Kernel timings on both backends, with librosa/Pillow timed on the same inputs in the same
+//! run for ratios (when a Python with librosa and Pillow is found: `KILN_BENCH_PYTHON`, or
+//! `~/.cache/kiln-venv/bin/python`).
+//!
+//!     cargo bench -p kiln --bench kernels
+//!
+//! Times are medians over repeated runs of the hot path only: decoding happens once, plans are
+//! built before timing (as a loader reuses them), and GPU times include upload and readback.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kiln_core::{Backend, CpuBackend, Pipeline, Spec, Tensor};
+use kiln_gpu::GpuBackend;
+
+fn median_time(mut run: impl FnMut(), min_total: Duration) -> Duration {
+    run();
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while samples.len() < 5 || (start.elapsed() < min_total && samples.len() < 200) {
+        let t = Instant::now();
+        run();
+        samples.push(t.elapsed());
+    }
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+struct Case {
+    name: &'static str,
+    spec: &'static str,
+    input: PathBuf,
+    python: &'static str,
+}
+
+fn python() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("KILN_BENCH_PYTHON").map(PathBuf::from),
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kiln-venv/bin/python")),
+    ];
+    candidates.into_iter().flatten().find(|p| {
+        Command::new(p).args(["-c", "import librosa, PIL"]).output().is_ok_and(|o| o.status.success())
+    })
+}
+
+/// Median seconds of `statement` after `setup`, timed by Python itself.
+fn python_time(python: &Path, setup: &str, statement: &str) -> Option<f64> {
+    let script = format!(
+        "import timeit, statistics\n{setup}\nstmt = lambda: {statement}\nstmt()\n\
+         n = max(1, int(0.2 / max(1e-6, timeit.timeit(stmt, number=1))))\n\
+         print(statistics.median(timeit.repeat(stmt, number=n, repeat=7)) / n)"
+    );
+    let out = Command::new(python).args(["-c", &script]).output().ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let refdata = root.join("../shared/refdata/public/inputs");
+    let jpeg = refdata.join("img_jpeg_rgb_640x480_q90.jpg");
+    let audio = root.join("examples/tones_16k.wav");
+    // 10 s of audio: the 1 s example repeated, so per-call overhead does not dominate.
+    let long_audio = std::env::temp_dir().join("kiln-bench-10s.wav");
+    {
+        let mut reader = hound::WavReader::open(&audio).expect("example wav");
+        let spec = reader.spec();
+        let samples: Vec<i16> = reader.samples::<i16>().map(Result::unwrap).collect();
+        let mut writer = hound::WavWriter::create(&long_audio, spec).unwrap();
+        for _ in 0..10 {
+            samples.iter().for_each(|&s| writer.write_sample(s).unwrap());
+        }
+        writer.finalize().unwrap();
+    }
+    let cases = [
+        Case {
+            name: "stft |X|^2 n_fft=2048 hop=512, 10 s @16k",
+            spec: r#"{"ops":[{"op":"load_audio"},{"op":"stft","n_fft":2048,"hop_length":512},{"op":"magnitude","power":2.0}]}"#,
+            input: long_audio.clone(),
+            python: "np.abs(librosa.stft(y, n_fft=2048, hop_length=512))**2",
+        },
+        Case {
+            name: "stft |X| n_fft=400 hop=160, 10 s @16k",
+            spec: r#"{"ops":[{"op":"load_audio"},{"op":"stft","n_fft":400,"hop_length":160},{"op":"magnitude"}]}"#,
+            input: long_audio.clone(),
+            python: "np.abs(librosa.stft(y, n_fft=400, hop_length=160))",
+        },
+        Case {
+            name: "log-mel 80 n_fft=400 hop=160, 10 s @16k",
+            spec: r#"{"ops":[{"op":"load_audio"},{"op":"stft","n_fft":400,"hop_length":160},{"op":"magnitude","power":2.0},{"op":"mel","n_mels":80},{"op":"power_to_db"}]}"#,
+            input: long_audio.clone(),
+            python: "librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=16000, n_fft=400, hop_length=160, n_mels=80))",
+        },
+        Case {
+            name: "resize 640x480 -> 224x224 bilinear (RGB)",
+            spec: r#"{"ops":[{"op":"decode_image","mode":"RGB"},{"op":"resize","height":224,"width":224,"filter":"bilinear"}]}"#,
+            input: jpeg.clone(),
+            python: "img.resize((224, 224), Image.Resampling.BILINEAR)",
+        },
+        Case {
+            name: "resize 640x480 -> 224x224 lanczos (RGB)",
+            spec: r#"{"ops":[{"op":"decode_image","mode":"RGB"},{"op":"resize","height":224,"width":224,"filter":"lanczos"}]}"#,
+            input: jpeg.clone(),
+            python: "img.resize((224, 224), Image.Resampling.LANCZOS)",
+        },
+        Case {
+            name: "Resize(256)+CenterCrop(224)+Normalize+CHW",
+            spec: r#"{"ops":[{"op":"decode_image","mode":"RGB"},{"op":"resize","shorter_side":256,"filter":"bilinear"},{"op":"center_crop","height":224,"width":224},{"op":"to_float"},{"op":"normalize","mean":[0.485,0.456,0.406],"std":[0.229,0.224,0.225]},{"op":"layout","to":"chw"}]}"#,
+            input: jpeg.clone(),
+            python: "((np.asarray(img.resize((341, 256), Image.Resampling.BILINEAR))[16:240, 58:282].astype(np.float32) / 255 - mean) / std).transpose(2, 0, 1)",
+        },
+    ];
+    let gpu = GpuBackend::new().ok();
+    let python = python();
+    println!("kiln kernel benchmark (median per call; ratios > 1 mean kiln is faster)");
+    println!("GPU: {}", gpu.as_ref().map_or("none found".into(), |g| g.adapter_name().to_string()));
+    println!(
+        "reference: {}",
+        python.as_ref().map_or("no Python with librosa + Pillow found: ratios skipped".into(), |p| p.display().to_string())
+    );
+    println!("{:<46} {:>10} {:>10} {:>10} {:>9} {:>9}", "case", "kiln cpu", "kiln gpu", "python", "cpu/py", "gpu/py");
+    for case in &cases {
+        let pipeline = Pipeline::new(Spec::from_json(case.spec).unwrap());
+        let bytes = std::fs::read(&case.input).unwrap();
+        let (decoded, key) = pipeline.decode(&bytes).unwrap();
+        let plan = pipeline.plan(key).unwrap();
+        let time_on = |backend: &dyn Backend| {
+            median_time(
+                || {
+                    let out: Tensor = backend.execute(&plan, decoded.clone()).unwrap();
+                    std::hint::black_box(out);
+                },
+                Duration::from_secs(2),
+            )
+        };
+        let cpu = time_on(&CpuBackend);
+        let gpu_time = gpu.as_ref().map(|g| time_on(g));
+        let input = case.input.display().to_string();
+        let load = if case.input.extension().is_some_and(|e| e == "jpg") {
+            format!("img = Image.open({input:?}).convert('RGB'); img.load()")
+        } else {
+            format!("y = sf.read({input:?}, dtype='float32')[0]")
+        };
+        let setup = format!(
+            "import numpy as np, librosa, soundfile as sf\nfrom PIL import Image\n{load}\n\
+             mean = np.array([0.485, 0.456, 0.406], np.float32); std = np.array([0.229, 0.224, 0.225], np.float32)"
+        );
+        let py = python.as_ref().and_then(|p| python_time(p, &setup, case.python));
+        let ms = |d: f64| format!("{:.3} ms", d * 1e3);
+        let ratio = |ours: Option<Duration>| match (ours, py) {
+            (Some(o), Some(p)) => format!("{:.2}x", p / o.as_secs_f64()),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<46} {:>10} {:>10} {:>10} {:>9} {:>9}",
+            case.name,
+            ms(cpu.as_secs_f64()),
+            gpu_time.map_or("-".into(), |g| ms(g.as_secs_f64())),
+            py.map_or("-".into(), ms),
+            ratio(Some(cpu)),
+            ratio(gpu_time),
+        );
+    }
+}
