@@ -34,6 +34,7 @@ use resources::Resources;
 /// The WGSL sources, for validation and for embedding elsewhere (the browser build).
 pub const SHADERS: &[(&str, &str)] = &[
     ("audio/stft.wgsl", include_str!("audio/stft.wgsl")),
+    ("audio/fft.wgsl", include_str!("audio/fft.wgsl")),
     ("audio/magnitude.wgsl", include_str!("audio/magnitude.wgsl")),
     ("audio/mel.wgsl", include_str!("audio/mel.wgsl")),
     ("audio/db.wgsl", include_str!("audio/db.wgsl")),

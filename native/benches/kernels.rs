@@ -40,7 +40,10 @@ fn python() -> Option<PathBuf> {
         std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kiln-venv/bin/python")),
     ];
     candidates.into_iter().flatten().find(|p| {
-        Command::new(p).args(["-c", "import librosa, PIL"]).output().is_ok_and(|o| o.status.success())
+        Command::new(p)
+            .args(["-c", "import librosa, PIL"])
+            .output()
+            .is_ok_and(|o| o.status.success())
     })
 }
 
@@ -113,12 +116,22 @@ fn main() {
     let gpu = GpuBackend::new().ok();
     let python = python();
     println!("kiln kernel benchmark (median per call; ratios > 1 mean kiln is faster)");
-    println!("GPU: {}", gpu.as_ref().map_or("none found".into(), |g| g.adapter_name().to_string()));
+    println!(
+        "GPU: {}",
+        gpu.as_ref()
+            .map_or("none found".into(), |g| g.adapter_name().to_string())
+    );
     println!(
         "reference: {}",
-        python.as_ref().map_or("no Python with librosa + Pillow found: ratios skipped".into(), |p| p.display().to_string())
+        python.as_ref().map_or(
+            "no Python with librosa + Pillow found: ratios skipped".into(),
+            |p| p.display().to_string()
+        )
     );
-    println!("{:<46} {:>10} {:>10} {:>10} {:>9} {:>9}", "case", "kiln cpu", "kiln gpu", "python", "cpu/py", "gpu/py");
+    println!(
+        "{:<46} {:>10} {:>10} {:>10} {:>9} {:>9}",
+        "case", "kiln cpu", "kiln gpu", "python", "cpu/py", "gpu/py"
+    );
     for case in &cases {
         let pipeline = Pipeline::new(Spec::from_json(case.spec).unwrap());
         let bytes = std::fs::read(&case.input).unwrap();

@@ -12,6 +12,7 @@ use crate::{BackendError, Resources};
 
 pub(crate) struct AudioKernels {
     stft: Kernel,
+    stft_fft: Kernel,
     magnitude: Kernel,
     mel: Kernel,
     max_reduce: Kernel,
@@ -23,6 +24,27 @@ pub(crate) struct AudioKernels {
 pub(crate) struct StftTables {
     window: wgpu::Buffer,
     twiddles: wgpu::Buffer,
+    /// Radices of the packed half-length FFT, when `fft.wgsl` can take this `n_fft`.
+    fft_factors: Option<(wgpu::Buffer, usize)>,
+}
+
+/// Largest packed (complex) FFT length `fft.wgsl` holds in workgroup memory.
+const MAX_FFT_HALF: usize = 1024;
+
+/// Radices (4, 2, 3, 5) of `n_fft / 2`, or `None` when the FFT kernel cannot take `n_fft`.
+fn fft_radices(n_fft: usize) -> Option<Vec<u32>> {
+    if n_fft % 2 != 0 || n_fft / 2 > MAX_FFT_HALF {
+        return None;
+    }
+    let mut m = n_fft / 2;
+    let mut radices = Vec::new();
+    for radix in [4, 2, 3, 5] {
+        while m % radix == 0 {
+            radices.push(radix as u32);
+            m /= radix;
+        }
+    }
+    (m == 1).then_some(radices)
 }
 
 pub(crate) struct MelTables {
@@ -40,6 +62,12 @@ impl AudioKernels {
         let dct = shader(device, "dct.wgsl", include_str!("dct.wgsl"));
         AudioKernels {
             stft: Kernel::new(device, &stft, "stft_dft", &[Uniform, Read, Read, Read, ReadWrite]),
+            stft_fft: Kernel::new(
+                device,
+                &shader(device, "fft.wgsl", include_str!("fft.wgsl")),
+                "stft_fft",
+                &[Uniform, Read, Read, Read, ReadWrite, Read],
+            ),
             magnitude: Kernel::new(device, &magnitude, "magnitude", &[Uniform, Read, ReadWrite]),
             mel: Kernel::new(device, &mel, "mel_apply", &[Uniform, Read, Read, Read, ReadWrite]),
             max_reduce: Kernel::new(device, &db, "max_reduce", &[Uniform, ReadWrite, ReadWrite]),
@@ -66,6 +94,8 @@ impl AudioKernels {
             StftTables {
                 window: rec.upload("window", bytemuck::cast_slice(&plan.window)),
                 twiddles: rec.upload("twiddles", bytemuck::cast_slice(&twiddles)),
+                fft_factors: fft_radices(n)
+                    .map(|r| (rec.upload("fft radices", bytemuck::cast_slice(&r)), r.len())),
             }
         });
         let samples = *input.shape.last().expect("waveform has a sample axis");
@@ -77,6 +107,10 @@ impl AudioKernels {
         // One dispatch covers at most 65535 frames (the per-dimension workgroup limit).
         for offset in (0..n_frames).step_by(65_535) {
             let count = (n_frames - offset).min(65_535);
+            let (factors, factor_count) = tables
+                .fft_factors
+                .as_ref()
+                .map_or((None, 0), |(b, n)| (Some(b), *n));
             let params = rec.uniform(&[
                 plan.params.n_fft as u32,
                 plan.params.hop_length as u32,
@@ -86,12 +120,23 @@ impl AudioKernels {
                 n_freq as u32,
                 u32::from(plan.params.pad_mode == PadMode::Reflect),
                 offset as u32,
+                (plan.params.n_fft / 2) as u32,
+                factor_count as u32,
+                0,
+                0,
             ]);
-            rec.dispatch(
-                &self.stft,
-                &[&params, &input.buffer, &tables.window, &tables.twiddles, &out],
-                (groups(n_freq, 64), count as u32, channels as u32),
-            );
+            let common = [&params, &input.buffer, &tables.window, &tables.twiddles, &out];
+            match factors {
+                Some(factors) => {
+                    let bindings = [common.as_slice(), &[factors]].concat();
+                    rec.dispatch(&self.stft_fft, &bindings, (1, count as u32, channels as u32));
+                }
+                None => rec.dispatch(
+                    &self.stft,
+                    &common,
+                    (groups(n_freq, 64), count as u32, channels as u32),
+                ),
+            }
         }
         let shape = lead.iter().copied().chain([n_freq, n_frames]).collect();
         Ok(DeviceTensor {
