@@ -33,13 +33,13 @@ const MAX_FFT_HALF: usize = 1024;
 
 /// Radices (4, 2, 3, 5) of `n_fft / 2`, or `None` when the FFT kernel cannot take `n_fft`.
 fn fft_radices(n_fft: usize) -> Option<Vec<u32>> {
-    if n_fft % 2 != 0 || n_fft / 2 > MAX_FFT_HALF {
+    if !n_fft.is_multiple_of(2) || n_fft / 2 > MAX_FFT_HALF {
         return None;
     }
     let mut m = n_fft / 2;
     let mut radices = Vec::new();
     for radix in [4, 2, 3, 5] {
-        while m % radix == 0 {
+        while m.is_multiple_of(radix) {
             radices.push(radix as u32);
             m /= radix;
         }
