@@ -50,6 +50,24 @@ fn expect_f32(tensor: Tensor, op: &'static str) -> Result<(Vec<usize>, Vec<f32>)
     }
 }
 
+/// Runs independent per-channel jobs, one scoped thread each where threads exist.
+fn run_per_channel<J: Send>(jobs: Vec<J>, work: impl Fn(J) -> Result<()> + Sync) -> Result<()> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if jobs.len() > 1 {
+        return std::thread::scope(|scope| {
+            let work = &work;
+            let handles: Vec<_> = jobs
+                .into_iter()
+                .map(|job| scope.spawn(move || work(job)))
+                .collect();
+            handles
+                .into_iter()
+                .try_for_each(|h| h.join().expect("channel worker panicked"))
+        });
+    }
+    jobs.into_iter().try_for_each(work)
+}
+
 fn run_step(step: &Step, tensor: Tensor) -> Result<Tensor> {
     Ok(match step {
         Step::Stft(plan) => {
@@ -59,12 +77,11 @@ fn run_step(step: &Step, tensor: Tensor) -> Result<Tensor> {
             let n_frames = plan.n_frames(samples)?;
             let per_channel = 2 * plan.n_freq() * n_frames;
             let mut out = vec![0.0f32; channels * per_channel];
-            for (signal, out) in signal
+            let jobs: Vec<_> = signal
                 .chunks_exact(samples)
                 .zip(out.chunks_exact_mut(per_channel))
-            {
-                plan.process(signal, out)?;
-            }
+                .collect();
+            run_per_channel(jobs, |(signal, out)| plan.process(signal, out))?;
             Tensor::c64(with_tail(&lead, &[plan.n_freq(), n_frames]), out)
         }
         Step::Magnitude { power } => {

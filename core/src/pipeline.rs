@@ -12,6 +12,9 @@ use crate::plan::{Plan, PlanKey};
 use crate::spec::{Op, Spec};
 use crate::tensor::Tensor;
 
+/// Plans kept per pipeline; image datasets of many sizes start over past this rather than grow.
+const MAX_PLANS: usize = 1024;
+
 #[derive(Debug)]
 pub struct Pipeline {
     spec: Spec,
@@ -87,6 +90,9 @@ impl Pipeline {
             return Ok(plan.clone());
         }
         let plan = Arc::new(Plan::new(&self.spec, key)?);
+        if plans.len() >= MAX_PLANS {
+            plans.clear();
+        }
         plans.insert(key, plan.clone());
         Ok(plan)
     }

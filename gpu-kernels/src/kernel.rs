@@ -1,6 +1,9 @@
 //! Compute plumbing shared by every kernel: pipelines with explicit bind group layouts, device
 //! tensors, and a recorder that queues dispatches into one command encoder.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use kiln_core::DType;
 use wgpu::util::DeviceExt;
 
@@ -98,21 +101,77 @@ pub(crate) fn groups(count: usize, size: usize) -> u32 {
     count.div_ceil(size).max(1) as u32
 }
 
+/// Storage buffers kept between calls, by size, so repeated calls of a plan (a loader's steady
+/// state) allocate nothing on the device.
+#[derive(Debug, Default)]
+pub(crate) struct BufferPool {
+    free: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
+}
+
+/// Device memory the pool may hold while idle; beyond it, returned buffers are dropped.
+const POOL_BYTES: u64 = 256 << 20;
+
+impl BufferPool {
+    fn take(&self, device: &wgpu::Device, size: u64) -> wgpu::Buffer {
+        let pooled = self
+            .free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&size)
+            .and_then(Vec::pop);
+        pooled.unwrap_or_else(|| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("kiln storage"),
+                size,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        })
+    }
+
+    fn give_back(&self, buffers: Vec<wgpu::Buffer>) {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held: u64 = free.iter().map(|(size, list)| size * list.len() as u64).sum();
+        for buffer in buffers {
+            if held + buffer.size() <= POOL_BYTES {
+                held += buffer.size();
+                free.entry(buffer.size()).or_default().push(buffer);
+            }
+        }
+    }
+}
+
 /// Queues uploads and dispatches into one encoder; nothing runs until [`Recorder::finish`].
 pub(crate) struct Recorder<'a> {
     pub device: &'a wgpu::Device,
     pub queue: &'a wgpu::Queue,
     encoder: wgpu::CommandEncoder,
+    pool: &'a BufferPool,
+    /// Pool buffers this call uses, returned when it finishes.
+    borrowed: Vec<wgpu::Buffer>,
 }
 
 impl<'a> Recorder<'a> {
-    pub(crate) fn new(device: &'a wgpu::Device, queue: &'a wgpu::Queue) -> Self {
+    pub(crate) fn new(device: &'a wgpu::Device, queue: &'a wgpu::Queue, pool: &'a BufferPool) -> Self {
         let encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("kiln") });
         Recorder {
             device,
             queue,
             encoder,
+            pool,
+            borrowed: Vec::new(),
         }
+    }
+
+    /// A pooled storage buffer holding `words`, written through the queue.
+    pub(crate) fn upload_input(&mut self, words: &[u32]) -> wgpu::Buffer {
+        let buffer = self.storage("input", words.len());
+        if !words.is_empty() {
+            self.queue.write_buffer(&buffer, 0, bytemuck::cast_slice(words));
+        }
+        buffer
     }
 
     /// A storage buffer holding `data` (at least 4 bytes, as bindings must not be empty).
@@ -139,14 +198,12 @@ impl<'a> Recorder<'a> {
         })
     }
 
-    /// An uninitialised storage buffer for `elements` 4-byte values.
-    pub(crate) fn storage(&self, label: &str, elements: usize) -> wgpu::Buffer {
-        self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: (elements.max(1) * 4) as u64,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        })
+    /// A storage buffer for `elements` 4-byte values, from the pool; its contents are whatever
+    /// the last user left, so every kernel writes all of its output.
+    pub(crate) fn storage(&mut self, _label: &str, elements: usize) -> wgpu::Buffer {
+        let buffer = self.pool.take(self.device, (elements.max(1) * 4) as u64);
+        self.borrowed.push(buffer.clone());
+        buffer
     }
 
     pub(crate) fn dispatch(&mut self, kernel: &Kernel, buffers: &[&wgpu::Buffer], groups: (u32, u32, u32)) {
@@ -200,6 +257,7 @@ impl<'a> Recorder<'a> {
         let words: Vec<u32> = bytemuck::cast_slice(&view[..elements * 4]).to_vec();
         drop(view);
         staging.unmap();
+        self.pool.give_back(std::mem::take(&mut self.borrowed));
         Ok(words)
     }
 }

@@ -28,7 +28,7 @@ use kiln_core::{Backend, DType, Plan, Step, Tensor, TensorData};
 
 use audio::AudioKernels;
 use image::ImageKernels;
-use kernel::{DeviceTensor, Recorder};
+use kernel::{BufferPool, DeviceTensor, Recorder};
 use resources::Resources;
 
 /// The WGSL sources, for validation and for embedding elsewhere (the browser build).
@@ -66,6 +66,7 @@ pub struct GpuBackend {
     audio: AudioKernels,
     image: ImageKernels,
     resources: Resources,
+    pool: BufferPool,
 }
 
 impl std::fmt::Debug for GpuBackend {
@@ -126,6 +127,7 @@ impl GpuBackend {
             audio,
             image,
             resources: Resources::default(),
+            pool: BufferPool::default(),
         }
     }
 
@@ -138,13 +140,13 @@ impl GpuBackend {
         self.resources.len()
     }
 
-    fn upload(&self, rec: &Recorder, tensor: &Tensor) -> DeviceTensor {
+    fn upload(&self, rec: &mut Recorder, tensor: &Tensor) -> DeviceTensor {
         let buffer = match &tensor.data {
             TensorData::U8(v) => {
                 let words: Vec<u32> = v.iter().map(|&b| u32::from(b)).collect();
-                rec.upload("input", bytemuck::cast_slice(&words))
+                rec.upload_input(&words)
             }
-            TensorData::F32(v) | TensorData::C64(v) => rec.upload("input", bytemuck::cast_slice(v)),
+            TensorData::F32(v) | TensorData::C64(v) => rec.upload_input(bytemuck::cast_slice(v)),
         };
         DeviceTensor {
             buffer,
@@ -168,8 +170,8 @@ impl GpuBackend {
     }
 
     fn record_and_read(&self, plan: &Plan, input: Tensor) -> Result<Tensor> {
-        let mut rec = Recorder::new(&self.device, &self.queue);
-        let mut t = self.upload(&rec, &input);
+        let mut rec = Recorder::new(&self.device, &self.queue, &self.pool);
+        let mut t = self.upload(&mut rec, &input);
         drop(input);
         for step in &plan.steps {
             t = match step {

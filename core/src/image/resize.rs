@@ -288,19 +288,36 @@ fn clip8(acc: i32) -> u8 {
 }
 
 fn horizontal_pass(img: &[u8], rows: usize, k: &AxisCoefficients, c: usize) -> Vec<u8> {
+    match c {
+        1 => horizontal_pass_n::<1>(img, rows, k),
+        3 => horizontal_pass_n::<3>(img, rows, k),
+        4 => horizontal_pass_n::<4>(img, rows, k),
+        _ => unreachable!("images have 1, 3 or 4 channels"),
+    }
+}
+
+/// The channel count is a const so the per-tap channel loop unrolls and the accumulators stay
+/// in registers.
+fn horizontal_pass_n<const C: usize>(img: &[u8], rows: usize, k: &AxisCoefficients) -> Vec<u8> {
     let in_w = k.in_size;
-    let mut out = vec![0u8; rows * k.out_size * c];
-    for y in 0..rows {
-        let row = &img[y * in_w * c..(y + 1) * in_w * c];
-        for o in 0..k.out_size {
+    let mut out = vec![0u8; rows * k.out_size * C];
+    for (row, out_row) in img
+        .chunks_exact(in_w * C)
+        .take(rows)
+        .zip(out.chunks_exact_mut(k.out_size * C))
+    {
+        for (o, dst) in out_row.chunks_exact_mut(C).enumerate() {
             let start = k.start[o] as usize;
             let weights = &k.weights[o * k.taps..][..k.len[o] as usize];
-            for ch in 0..c {
-                let mut acc: i32 = 1 << (PRECISION_BITS - 1);
-                for (i, &wt) in weights.iter().enumerate() {
-                    acc += i32::from(row[(start + i) * c + ch]) * wt;
+            let pixels = &row[start * C..(start + weights.len()) * C];
+            let mut acc = [1i32 << (PRECISION_BITS - 1); C];
+            for (&wt, px) in weights.iter().zip(pixels.chunks_exact(C)) {
+                for ch in 0..C {
+                    acc[ch] += i32::from(px[ch]) * wt;
                 }
-                out[(y * k.out_size + o) * c + ch] = clip8(acc);
+            }
+            for ch in 0..C {
+                dst[ch] = clip8(acc[ch]);
             }
         }
     }
