@@ -1,8 +1,7 @@
 //! `kiln transform`: one file through a spec to a `.npy`.
 
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use kiln_core::{Backend, CpuBackend, Pipeline, Spec, Tensor};
@@ -37,27 +36,4 @@ pub fn transform_file(pipeline: &Pipeline, backend: &dyn Backend, input: &Path) 
         .with_context(|| format!("{} ({} backend)", input.display(), backend.name()))
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
-/// reader never sees a partial file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} is not a file path", path.display()))?;
-    let mut tmp_name = name.to_owned();
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
-    let tmp: PathBuf = dir.join(tmp_name);
-    let result = (|| {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("writing {}", path.display()))
-}
+pub use crate::cache::write_atomic;

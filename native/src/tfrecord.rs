@@ -1,0 +1,189 @@
+//! `kiln export --format tfrecord`: a cache entry as TFRecord files of `tf.train.Example`,
+//! framed as TensorFlow writes them (length, masked CRC32C of the length, data, masked CRC32C
+//! of the data).
+
+use std::fs;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use arrow::array::{
+    Array, BinaryArray, FixedSizeListArray, Float32Array, Int32Array, ListArray, StringArray, UInt32Array,
+    UInt64Array, UInt8Array,
+};
+use arrow::record_batch::RecordBatch;
+
+use crate::cache::tmp_path;
+use crate::loader::Entry;
+
+fn masked_crc(data: &[u8]) -> u32 {
+    let crc = crc32c::crc32c(data);
+    crc.rotate_right(15).wrapping_add(0xa282_ead8)
+}
+
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn length_delimited(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
+    varint(out, u64::from(field << 3 | 2));
+    varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+/// One `tf.train.Feature` value.
+enum Feature<'a> {
+    Bytes(Vec<&'a [u8]>),
+    Floats(&'a [f32]),
+    Ints(Vec<i64>),
+}
+
+fn encode_feature(feature: &Feature) -> Vec<u8> {
+    let mut list = Vec::new();
+    let field = match feature {
+        Feature::Bytes(values) => {
+            values.iter().for_each(|v| length_delimited(&mut list, 1, v));
+            1
+        }
+        Feature::Floats(values) => {
+            let packed: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            length_delimited(&mut list, 1, &packed);
+            2
+        }
+        Feature::Ints(values) => {
+            let mut packed = Vec::new();
+            values.iter().for_each(|&v| varint(&mut packed, v as u64));
+            length_delimited(&mut list, 1, &packed);
+            3
+        }
+    };
+    let mut out = Vec::new();
+    length_delimited(&mut out, field, &list);
+    out
+}
+
+/// `tf.train.Example { features { feature: map<string, Feature> } }`.
+fn encode_example(features: &[(&str, Feature)]) -> Vec<u8> {
+    let mut map = Vec::new();
+    for (name, feature) in features {
+        let mut entry = Vec::new();
+        length_delimited(&mut entry, 1, name.as_bytes());
+        length_delimited(&mut entry, 2, &encode_feature(feature));
+        length_delimited(&mut map, 1, &entry);
+    }
+    let mut example = Vec::new();
+    length_delimited(&mut example, 1, &map);
+    example
+}
+
+fn write_record(out: &mut impl Write, data: &[u8]) -> std::io::Result<()> {
+    let len = (data.len() as u64).to_le_bytes();
+    out.write_all(&len)?;
+    out.write_all(&masked_crc(&len).to_le_bytes())?;
+    out.write_all(data)?;
+    out.write_all(&masked_crc(data).to_le_bytes())
+}
+
+fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Option<&'a T> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+}
+
+fn examples(batch: &RecordBatch, fixed_shape: Option<&[usize]>) -> Result<Vec<Vec<u8>>> {
+    let ids = column::<UInt64Array>(batch, "row_id").context("row_id column")?;
+    let paths = column::<StringArray>(batch, "path").context("path column")?;
+    let labels = column::<StringArray>(batch, "label").context("label column")?;
+    let indices = column::<Int32Array>(batch, "label_index").context("label_index column")?;
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        let mut features = vec![
+            ("row_id", Feature::Ints(vec![ids.value(i) as i64])),
+            ("path", Feature::Bytes(vec![paths.value(i).as_bytes()])),
+        ];
+        if labels.is_valid(i) {
+            features.push(("label", Feature::Bytes(vec![labels.value(i).as_bytes()])));
+            features.push(("label_index", Feature::Ints(vec![i64::from(indices.value(i))])));
+        }
+        let tensor_values = if let Some(list) = column::<FixedSizeListArray>(batch, "tensor") {
+            Some(list.value(i))
+        } else {
+            column::<ListArray>(batch, "tensor").map(|list| list.value(i))
+        };
+        if let Some(values) = &tensor_values {
+            if let Some(f) = values.as_any().downcast_ref::<Float32Array>() {
+                features.push(("tensor", Feature::Floats(f.values())));
+            } else if let Some(u) = values.as_any().downcast_ref::<UInt8Array>() {
+                features.push(("tensor", Feature::Bytes(vec![u.values()])));
+            }
+            let shape: Vec<i64> = match (fixed_shape, column::<ListArray>(batch, "shape")) {
+                (Some(shape), _) => shape.iter().map(|&d| d as i64).collect(),
+                (None, Some(shapes)) => {
+                    let dims = shapes.value(i);
+                    let dims = dims
+                        .as_any()
+                        .downcast_ref::<UInt32Array>()
+                        .context("shape values")?;
+                    dims.values().iter().map(|&d| i64::from(d)).collect()
+                }
+                (None, None) => Vec::new(),
+            };
+            features.push(("shape", Feature::Ints(shape)));
+        }
+        if let Some(content) = column::<BinaryArray>(batch, "content") {
+            features.push(("content", Feature::Bytes(vec![content.value(i)])));
+        }
+        out.push(encode_example(&features));
+    }
+    Ok(out)
+}
+
+/// Writes one `part-NNNNN.tfrecord` per shard into `out_dir`; returns the files and row count.
+pub fn export(entry_dir: &Path, out_dir: &Path) -> Result<(Vec<PathBuf>, u64)> {
+    let entry = Entry::open(entry_dir)?;
+    fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let fixed = entry.manifest.tensor.as_ref().and_then(|t| t.shape.clone());
+    let mut files = Vec::new();
+    let mut rows = 0;
+    for (index, shard) in entry.manifest.shards.iter().enumerate() {
+        let path = out_dir.join(format!("part-{index:05}.tfrecord"));
+        let tmp = tmp_path(&path);
+        let mut out =
+            BufWriter::new(fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?);
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(fs::File::open(
+            entry.dir.join(&shard.file),
+        )?)?
+        .build()?;
+        for batch in reader {
+            for example in examples(&batch?, fixed.as_deref())? {
+                write_record(&mut out, &example)?;
+                rows += 1;
+            }
+        }
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+        files.push(path);
+    }
+    Ok((files, rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masked_crc_matches_tensorflow() {
+        // TensorFlow's crc32c_test: Mask(Value("foo")) round-trips and differs from Value.
+        let crc = crc32c::crc32c(b"foo");
+        assert_ne!(masked_crc(b"foo"), crc);
+        let unmasked = masked_crc(b"foo").wrapping_sub(0xa282_ead8).rotate_left(15);
+        assert_eq!(unmasked, crc);
+        // CRC32C("123456789") = 0xE3069283 (the standard check value).
+        assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
+    }
+}
