@@ -217,6 +217,18 @@ fn progress_bar(total: u64, done: u64, visible: bool) -> ProgressBar {
     bar
 }
 
+/// Fault injection for the resume tests: `KILN_CRASH_AFTER_SHARDS=N` aborts the process (no
+/// cleanup, like `kill -9`) right after the Nth shard of a run is committed.
+fn crash_for_tests(shards_this_run: usize) {
+    let limit = std::env::var("KILN_CRASH_AFTER_SHARDS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok());
+    if limit.is_some_and(|n| shards_this_run >= n) {
+        eprintln!("KILN_CRASH_AFTER_SHARDS: aborting");
+        std::process::abort();
+    }
+}
+
 /// Converts (or finds in the cache) the source described by `opts`.
 pub fn convert(opts: &ConvertOptions) -> Result<ConvertReport> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -336,6 +348,7 @@ async fn convert_async(opts: &ConvertOptions) -> Result<ConvertReport> {
     let mut failed_since_shard: Vec<Failure> = Vec::new();
     let mut rows_total: u64 = shards.iter().map(|s| s.rows).sum();
     let mut last_item = resumed_from;
+    let first_shard = shards.len();
     while let Some((index, item, outcome)) = results.next().await {
         last_item = index + 1;
         bar.inc(1);
@@ -382,6 +395,7 @@ async fn convert_async(opts: &ConvertOptions) -> Result<ConvertReport> {
                     )?;
                     shards.push(shard);
                     failed.append(&mut failed_since_shard);
+                    crash_for_tests(shards.len() - first_shard);
                 }
             }
             Err(error) => {

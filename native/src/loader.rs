@@ -107,12 +107,14 @@ impl Entry {
     fn read_block(&self, block: &Block) -> Result<RecordBatch> {
         let path = self.dir.join(&self.manifest.shards[block.shard].file);
         let file = fs::File::open(&path).with_context(|| format!("opening shard {}", path.display()))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)?
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+        // The builder's schema carries the shard's metadata (tensor shape and dtype).
+        let schema = builder.schema().clone();
+        let reader = builder
             .with_row_groups(vec![block.row_group])
             .with_batch_size(block.rows.max(1) as usize)
             .build()?;
         let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>()?;
-        let schema = batches.first().map(|b| b.schema()).context("empty row group")?;
         Ok(arrow::compute::concat_batches(&schema, &batches)?)
     }
 }
