@@ -39,10 +39,16 @@ fn retry() -> RetryConfig {
     }
 }
 
-fn client_options() -> ClientOptions {
+/// Timeouts kiln sets, plus `<PREFIX>ALLOW_HTTP` from the environment (these options replace
+/// what the builders' own environment parsing put there).
+fn client_options(env_prefix: &str) -> ClientOptions {
+    let allow_http = !env_prefix.is_empty()
+        && std::env::var(format!("{env_prefix}ALLOW_HTTP"))
+            .is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
     ClientOptions::new()
         .with_timeout(Duration::from_secs(60))
         .with_connect_timeout(Duration::from_secs(10))
+        .with_allow_http(allow_http)
 }
 
 impl Source {
@@ -61,31 +67,35 @@ impl Source {
                     object_store::aws::AmazonS3Builder::from_env()
                         .with_url(location)
                         .with_retry(retry())
-                        .with_client_options(client_options())
+                        .with_client_options(client_options("AWS_"))
                         .build()?,
                 ),
                 "gs" => Arc::new(
                     object_store::gcp::GoogleCloudStorageBuilder::from_env()
                         .with_url(location)
                         .with_retry(retry())
-                        .with_client_options(client_options())
+                        .with_client_options(client_options("GOOGLE_"))
                         .build()?,
                 ),
                 "az" | "abfs" | "abfss" | "azure" => Arc::new(
                     object_store::azure::MicrosoftAzureBuilder::from_env()
                         .with_url(location)
                         .with_retry(retry())
-                        .with_client_options(client_options())
+                        .with_client_options(client_options("AZURE_"))
                         .build()?,
                 ),
                 "http" | "https" => {
-                    // The HTTP store is rooted at the URL itself.
-                    let store = object_store::http::HttpBuilder::new()
-                        .with_url(location)
-                        .with_retry(retry())
-                        .with_client_options(client_options().with_allow_http(true))
-                        .build()?;
-                    return Ok(Source { location: location.to_owned(), store: Arc::new(store), prefix: StorePath::default() });
+                    // Rooted at the server's origin with the URL path as prefix: the HTTP store
+                    // lists locations relative to the origin.
+                    let origin = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default())
+                        + &url.port().map(|p| format!(":{p}")).unwrap_or_default();
+                    Arc::new(
+                        object_store::http::HttpBuilder::new()
+                            .with_url(origin)
+                            .with_retry(retry())
+                            .with_client_options(client_options("").with_allow_http(true))
+                            .build()?,
+                    )
                 }
                 other => bail!("unsupported source scheme `{other}://` (use a directory, file://, s3://, gs://, az:// or http(s)://)"),
             };
