@@ -21,6 +21,7 @@ use crate::cache::{
 use crate::labels::{label_names, LabelRule};
 use crate::shard::{Layout, Payload, Row, ShardOptions, ShardWriter};
 use crate::source::{Source, SourceItem};
+use crate::table::TableColumns;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -50,6 +51,8 @@ pub enum OnError {
 
 pub struct ConvertOptions {
     pub source: String,
+    /// Read the source's `.parquet` files as a table with one item per row.
+    pub table: Option<TableColumns>,
     pub include: Vec<String>,
     pub spec: serde_json::Value,
     pub cache: PathBuf,
@@ -258,14 +261,33 @@ async fn convert_async(opts: &ConvertOptions) -> Result<ConvertReport> {
             }
         );
     }
-    let labels: Vec<Option<String>> = items.iter().map(|i| opts.labels.label(&i.path)).collect();
+    // What gets converted: the listed files, or the rows of the listed Parquet files.
+    let (units, labels): (Vec<String>, Vec<Option<String>>) = match &opts.table {
+        None => {
+            let labels = items.iter().map(|i| opts.labels.label(&i.path)).collect();
+            (items.iter().map(|i| i.path.clone()).collect(), labels)
+        }
+        Some(columns) => {
+            let rows = crate::table::list_rows(&source, &items, columns).await?;
+            let labels = rows
+                .iter()
+                .map(|r| r.label.clone().or_else(|| opts.labels.label(&r.path)))
+                .collect();
+            (rows.into_iter().map(|r| r.path).collect(), labels)
+        }
+    };
     let names = label_names(labels.iter());
-    let key = cache_key(
-        &items,
-        &opts.spec,
-        &opts.labels.describe(),
-        opts.materialize.name(),
-    );
+    let label_rule = match &opts.table {
+        None => opts.labels.describe(),
+        Some(c) => format!(
+            "table path={} content={} label={:?} rule={}",
+            c.path,
+            c.content,
+            c.label,
+            opts.labels.describe()
+        ),
+    };
+    let key = cache_key(&items, &opts.spec, &label_rule, opts.materialize.name());
     let entry = opts.cache.join(&key);
     let report = |manifest: &Manifest, hit: bool, resumed: u64| ConvertReport {
         entry: entry.clone(),
@@ -295,30 +317,47 @@ async fn convert_async(opts: &ConvertOptions) -> Result<ConvertReport> {
         ));
     }
     let pipeline = Arc::new(Pipeline::new(spec));
-    let pending_items: Vec<(u64, SourceItem)> = items
-        .iter()
-        .cloned()
-        .enumerate()
-        .skip(resumed_from as usize)
-        .map(|(i, it)| (i as u64, it))
-        .collect();
     let source = Arc::new(source);
     let names = Arc::new(names);
     let labels = Arc::new(labels);
-    let results = futures::stream::iter(pending_items)
-        .map(|(index, item)| {
-            let (source, pipeline, backend) = (source.clone(), pipeline.clone(), opts.backend.clone());
-            let (names, labels) = (names.clone(), labels.clone());
+    let units = Arc::new(units);
+    let parallel = opts.workers.max(1) * 2;
+    let contents: futures::stream::BoxStream<'static, (u64, Result<bytes::Bytes>)> = match &opts.table {
+        None => {
+            let pending: Vec<(u64, SourceItem)> = items
+                .iter()
+                .cloned()
+                .enumerate()
+                .skip(resumed_from as usize)
+                .map(|(i, it)| (i as u64, it))
+                .collect();
+            let source = source.clone();
+            futures::stream::iter(pending)
+                .map(move |(index, item)| {
+                    let source = source.clone();
+                    async move { (index, source.fetch(&item).await) }
+                })
+                .buffered(parallel)
+                .boxed()
+        }
+        Some(columns) => {
+            crate::table::contents(source.clone(), items.clone(), columns.clone(), resumed_from).boxed()
+        }
+    };
+    let results = contents
+        .map(|(index, bytes)| {
+            let (pipeline, backend) = (pipeline.clone(), opts.backend.clone());
+            let (names, labels, units) = (names.clone(), labels.clone(), units.clone());
             let materialize = opts.materialize;
             async move {
+                let path = units[index as usize].clone();
                 let outcome: Result<Row> = async {
-                    let bytes = source.fetch(&item).await?;
+                    let bytes = bytes?;
                     let label = labels[index as usize].clone();
                     let label_index = label
                         .as_ref()
                         .and_then(|l| names.binary_search(l).ok())
                         .map(|i| i as i32);
-                    let path = item.path.clone();
                     let payload = tokio::task::spawn_blocking(move || -> Result<Payload> {
                         Ok(match materialize {
                             Materialize::Tensor => Payload::Tensor(pipeline.run(backend.as_ref(), &bytes)?),
@@ -332,24 +371,24 @@ async fn convert_async(opts: &ConvertOptions) -> Result<ConvertReport> {
                     .await??;
                     Ok(Row {
                         row_id: index,
-                        path,
+                        path: path.clone(),
                         label,
                         label_index,
                         payload,
                     })
                 }
                 .await;
-                (index, item, outcome)
+                (index, path, outcome)
             }
         })
-        .buffered(opts.workers.max(1) * 2);
+        .buffered(parallel);
     futures::pin_mut!(results);
     let mut writer: Option<ShardWriter> = None;
     let mut failed_since_shard: Vec<Failure> = Vec::new();
     let mut rows_total: u64 = shards.iter().map(|s| s.rows).sum();
     let mut last_item = resumed_from;
     let first_shard = shards.len();
-    while let Some((index, item, outcome)) = results.next().await {
+    while let Some((index, path, outcome)) = results.next().await {
         last_item = index + 1;
         bar.inc(1);
         match outcome {
@@ -361,8 +400,7 @@ async fn convert_async(opts: &ConvertOptions) -> Result<ConvertReport> {
                     if let Payload::Tensor(t) = &row.payload {
                         if &t.shape != shape {
                             bail!(
-                                "{}: output shape {:?} differs from the entry's {:?}",
-                                item.path,
+                                "{path}: output shape {:?} differs from the entry's {:?}",
                                 t.shape,
                                 shape
                             );
@@ -401,13 +439,10 @@ async fn convert_async(opts: &ConvertOptions) -> Result<ConvertReport> {
             Err(error) => {
                 let message = format!("{error:#}");
                 if opts.on_error == OnError::Fail {
-                    bail!("{}: {message} (--on-error fail)", item.path);
+                    bail!("{path}: {message} (--on-error fail)");
                 }
-                bar.println(format!("skipping {}: {message}", item.path));
-                failed_since_shard.push(Failure {
-                    path: item.path.clone(),
-                    error: message,
-                });
+                bar.println(format!("skipping {path}: {message}"));
+                failed_since_shard.push(Failure { path, error: message });
             }
         }
     }
@@ -437,7 +472,7 @@ async fn convert_async(opts: &ConvertOptions) -> Result<ConvertReport> {
         spec: opts.spec.clone(),
         kernel_version: kiln_core::KERNEL_VERSION,
         materialize: opts.materialize.name().to_owned(),
-        label_rule: opts.labels.describe(),
+        label_rule,
         compression: if opts.zstd { "zstd".into() } else { "none".into() },
         columns: schema
             .fields()
@@ -452,7 +487,7 @@ async fn convert_async(opts: &ConvertOptions) -> Result<ConvertReport> {
         labels: names.as_ref().clone(),
         shards,
         failed,
-        listed: items.len() as u64,
+        listed: units.len() as u64,
     };
     write_atomic(
         &entry.join(MANIFEST),

@@ -12,5 +12,6 @@ pub mod loader;
 pub mod order;
 pub mod shard;
 pub mod source;
+pub mod table;
 pub mod tfrecord;
 pub mod transform;

@@ -92,6 +92,19 @@ struct ConvertArgs {
     label_regex: Option<String>,
     #[arg(long, value_enum, default_value = "tensor")]
     materialize: Materialize,
+    /// `files` (each file is an item) or `parquet` (each row of the source's .parquet files is
+    /// an item, e.g. a Spark binaryFile table).
+    #[arg(long, default_value = "files", value_parser = ["files", "parquet"])]
+    source_format: String,
+    /// Parquet source: column with each row's path.
+    #[arg(long, default_value = "path")]
+    path_column: String,
+    /// Parquet source: binary column with each row's file bytes.
+    #[arg(long, default_value = "content")]
+    content_column: String,
+    /// Parquet source: column with each row's label (default: the label rule over the path).
+    #[arg(long)]
+    label_column: Option<String>,
     /// Target payload size per shard, before compression.
     #[arg(long, default_value = "64MiB")]
     shard_size: String,
@@ -213,9 +226,20 @@ fn run_convert(args: ConvertArgs) -> Result<()> {
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let table = (args.source_format == "parquet").then(|| kiln::table::TableColumns {
+        path: args.path_column.clone(),
+        content: args.content_column.clone(),
+        label: args.label_column.clone(),
+    });
+    let include = if table.is_some() && args.include.is_empty() {
+        vec!["*.parquet".to_owned()]
+    } else {
+        args.include
+    };
     let options = ConvertOptions {
         source: args.source.clone(),
-        include: args.include,
+        table,
+        include,
         spec,
         cache: args.cache.unwrap_or_else(default_cache),
         labels,

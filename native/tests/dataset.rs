@@ -6,6 +6,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use arrow::array::Array;
 use kiln::loader::Loader;
 use serde_json::Value;
 use support::*;
@@ -547,6 +548,149 @@ print(json.dumps(rows))
             .as_str()
             .unwrap()
             .starts_with(row["label"].as_str().unwrap()));
+    }
+    std::fs::remove_dir_all(root).unwrap();
+}
+
+#[test]
+fn spark_style_parquet_table_is_a_source() {
+    let root = temp_dir("table");
+    let data = root.join("data");
+    make_dataset(&data, &["cat", "dog"], 5, 7);
+    let table_dir = root.join("table");
+    std::fs::create_dir_all(&table_dir).unwrap();
+    // Written by pyarrow with Spark binaryFile's schema plus an extra column, in two files.
+    let script = r#"
+import sys, glob, os, datetime
+import pyarrow as pa, pyarrow.parquet as pq
+data, out = sys.argv[1], sys.argv[2]
+files = sorted(p for p in glob.glob(data + "/*/*.png"))
+rows = [{"path": "file:" + p, "modificationTime": datetime.datetime.fromtimestamp(os.path.getmtime(p)),
+         "length": os.path.getsize(p), "content": open(p, "rb").read(),
+         "species": os.path.basename(os.path.dirname(p)).upper()} for p in files]
+half = len(rows) // 2
+pq.write_table(pa.Table.from_pylist(rows[:half]), out + "/part-0.parquet", row_group_size=3)
+pq.write_table(pa.Table.from_pylist(rows[half:]), out + "/part-1.parquet", row_group_size=3)
+"#;
+    let py = std::process::Command::new(python())
+        .args(["-c", script, data.to_str().unwrap(), table_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
+    let spec = write_spec(&root, "image.json", IMAGE_SPEC);
+    let cache = root.join("cache");
+    let from_table = convert(&table_dir, &spec, &cache, &["--source-format", "parquet"]);
+    assert_eq!(from_table["rows"], 10, "{from_table}");
+    assert_eq!(
+        from_table["failed"].as_array().unwrap().len(),
+        1,
+        "the corrupt PNG row is reported"
+    );
+    assert!(from_table["failed"][0]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("cat/corrupt.png"));
+    let manifest = kiln::cache::read_manifest(Path::new(from_table["entry"].as_str().unwrap())).unwrap();
+    assert_eq!(
+        manifest.labels,
+        ["cat", "dog"],
+        "labels from the parent directory in the path column"
+    );
+
+    let from_dir = convert(&data, &spec, &cache, &["--include", "*.png"]);
+    let a = stream(from_table["entry"].as_str().unwrap(), &["--batch-size", "4"]);
+    let b = stream(from_dir["entry"].as_str().unwrap(), &["--batch-size", "4"]);
+    assert_eq!(
+        a["checksum"], b["checksum"],
+        "the table and the directory hold the same images"
+    );
+
+    let labelled = convert(
+        &table_dir,
+        &spec,
+        &cache,
+        &["--source-format", "parquet", "--label-column", "species"],
+    );
+    let manifest = kiln::cache::read_manifest(Path::new(labelled["entry"].as_str().unwrap())).unwrap();
+    assert_eq!(manifest.labels, ["CAT", "DOG"]);
+    let missing = kiln(&[
+        "convert",
+        table_dir.to_str().unwrap(),
+        "--spec",
+        &spec,
+        "--cache",
+        cache.to_str().unwrap(),
+        "--source-format",
+        "parquet",
+        "--content-column",
+        "bytes",
+    ]);
+    assert!(
+        stderr(&missing).contains("no column `bytes`"),
+        "{}",
+        stderr(&missing)
+    );
+    std::fs::remove_dir_all(root).unwrap();
+}
+
+#[test]
+fn labels_from_regex_and_csv_file() {
+    let root = temp_dir("labels");
+    let data = root.join("data");
+    make_dataset(&data, &["a", "b"], 3, 8);
+    let spec = write_spec(&root, "image.json", IMAGE_SPEC);
+    let cache = root.join("cache");
+    let by_regex = convert(
+        &data,
+        &spec,
+        &cache,
+        &["--include", "*.png", "--label-regex", r"/(\d)\d\d\.png$"],
+    );
+    let manifest = kiln::cache::read_manifest(Path::new(by_regex["entry"].as_str().unwrap())).unwrap();
+    assert_eq!(manifest.labels, ["0"]);
+    let csv = root.join("labels.csv");
+    std::fs::write(&csv, "path,label\na/000.png,zebra\nb/001.png,yak\n").unwrap();
+    let by_file = convert(
+        &data,
+        &spec,
+        &cache,
+        &["--include", "*.png", "--labels", csv.to_str().unwrap()],
+    );
+    let entry = by_file["entry"].as_str().unwrap();
+    let manifest = kiln::cache::read_manifest(Path::new(entry)).unwrap();
+    assert_eq!(manifest.labels, ["yak", "zebra"]);
+    let loader = Loader::builder(entry)
+        .batch_size(100)
+        .epochs(Some(1))
+        .build()
+        .unwrap();
+    let batch = loader.into_iter().next().unwrap().unwrap().records;
+    let paths = batch
+        .column_by_name("path")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()
+        .unwrap()
+        .clone();
+    let index = batch
+        .column_by_name("label_index")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow::array::Int32Array>()
+        .unwrap()
+        .clone();
+    for i in 0..batch.num_rows() {
+        let expected = match paths.value(i) {
+            "a/000.png" => Some(1),
+            "b/001.png" => Some(0),
+            _ => None,
+        };
+        assert_eq!(
+            index.is_valid(i).then(|| index.value(i)),
+            expected,
+            "{}",
+            paths.value(i)
+        );
     }
     std::fs::remove_dir_all(root).unwrap();
 }
