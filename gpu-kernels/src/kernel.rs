@@ -229,6 +229,31 @@ impl<'a> Recorder<'a> {
         pass.dispatch_workgroups(groups.0, groups.1, groups.2);
     }
 
+    /// Submits everything recorded and hands `keep` over to the caller: it leaves the pool and
+    /// stays on the device; everything else this call borrowed goes back.
+    pub(crate) fn finish_resident(mut self, keep: &wgpu::Buffer) {
+        self.queue.submit([self.encoder.finish()]);
+        let borrowed = std::mem::take(&mut self.borrowed);
+        self.pool
+            .give_back(borrowed.into_iter().filter(|b| b != keep).collect());
+    }
+
+    /// Copies `parts` end to end into one new buffer (not pooled) and submits.
+    pub(crate) fn concat(mut self, parts: &[&wgpu::Buffer], bytes_each: u64) -> wgpu::Buffer {
+        let out = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kiln batch"),
+            size: (bytes_each * parts.len() as u64).max(4),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        for (i, part) in parts.iter().enumerate() {
+            self.encoder
+                .copy_buffer_to_buffer(part, 0, &out, i as u64 * bytes_each, bytes_each);
+        }
+        self.queue.submit([self.encoder.finish()]);
+        out
+    }
+
     /// Submits everything recorded and reads `elements` 4-byte values of `buffer` back.
     pub(crate) fn finish(mut self, buffer: &wgpu::Buffer, elements: usize) -> Result<Vec<u32>, String> {
         let size = (elements.max(1) * 4) as u64;

@@ -58,6 +58,25 @@ pub enum BackendError {
 
 pub type Result<T, E = BackendError> = std::result::Result<T, E>;
 
+/// A tensor left on the device: `buffer` holds its elements row-major, one 4-byte word each
+/// (`u32` for uint8 images, `f32`, or two `f32` per complex value).
+#[derive(Debug, Clone)]
+pub struct GpuTensor {
+    pub buffer: wgpu::Buffer,
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+}
+
+impl GpuTensor {
+    pub fn element_count(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    fn words(&self) -> usize {
+        self.element_count() * if self.dtype == DType::C64 { 2 } else { 1 }
+    }
+}
+
 /// Runs kiln plans on a `wgpu` device.
 pub struct GpuBackend {
     device: wgpu::Device,
@@ -169,7 +188,7 @@ impl GpuBackend {
         }
     }
 
-    fn record_and_read(&self, plan: &Plan, input: Tensor) -> Result<Tensor> {
+    fn record<'a>(&'a self, plan: &Plan, input: Tensor) -> Result<(Recorder<'a>, DeviceTensor)> {
         let mut rec = Recorder::new(&self.device, &self.queue, &self.pool);
         let mut t = self.upload(&mut rec, &input);
         drop(input);
@@ -195,17 +214,96 @@ impl GpuBackend {
                 Step::Layout { input, output } => self.image.layout(&mut rec, input, output, t),
             };
         }
-        let words_per_element = if t.dtype == DType::C64 { 2 } else { 1 };
-        let words = rec
-            .finish(&t.buffer, t.len() * words_per_element)
-            .map_err(BackendError::Execution)?;
-        let data = match t.dtype {
-            DType::U8 => TensorData::U8(words.into_iter().map(|w| w as u8).collect()),
-            DType::F32 => TensorData::F32(bytemuck::cast_vec(words)),
-            DType::C64 => TensorData::C64(bytemuck::cast_vec(words)),
-        };
-        Ok(Tensor::new(t.shape, data))
+        Ok((rec, t))
     }
+
+    fn record_and_read(&self, plan: &Plan, input: Tensor) -> Result<Tensor> {
+        let (rec, t) = self.record(plan, input)?;
+        let words = rec
+            .finish(&t.buffer, t.len() * if t.dtype == DType::C64 { 2 } else { 1 })
+            .map_err(BackendError::Execution)?;
+        Ok(tensor_from_words(t.shape, t.dtype, words))
+    }
+
+    /// Runs a plan and leaves the result on the device (no readback): the GPU-resident form a
+    /// training loop consumes.
+    pub fn execute_resident(&self, plan: &Plan, input: Tensor) -> Result<GpuTensor> {
+        let (rec, t) = self.record(plan, input)?;
+        rec.finish_resident(&t.buffer);
+        Ok(GpuTensor {
+            buffer: t.buffer,
+            shape: t.shape,
+            dtype: t.dtype,
+        })
+    }
+
+    /// Uploads a host tensor (uint8 widened to one u32 per element).
+    pub fn upload_tensor(&self, tensor: &Tensor) -> GpuTensor {
+        let mut rec = Recorder::new(&self.device, &self.queue, &self.pool);
+        let t = self.upload(&mut rec, tensor);
+        rec.finish_resident(&t.buffer);
+        GpuTensor {
+            buffer: t.buffer,
+            shape: t.shape,
+            dtype: t.dtype,
+        }
+    }
+
+    /// Stacks equally shaped tensors into one `(n, ...shape)` batch buffer.
+    pub fn stack(&self, parts: &[GpuTensor]) -> Result<GpuTensor> {
+        let first = parts
+            .first()
+            .ok_or_else(|| BackendError::Execution("nothing to stack".into()))?;
+        if let Some(odd) = parts
+            .iter()
+            .find(|p| p.shape != first.shape || p.dtype != first.dtype)
+        {
+            return Err(BackendError::Execution(format!(
+                "cannot stack a {:?} {} tensor onto {:?} {}",
+                odd.shape,
+                odd.dtype.name(),
+                first.shape,
+                first.dtype.name()
+            )));
+        }
+        let rec = Recorder::new(&self.device, &self.queue, &self.pool);
+        let buffers: Vec<&wgpu::Buffer> = parts.iter().map(|p| &p.buffer).collect();
+        let buffer = rec.concat(&buffers, first.words() as u64 * 4);
+        let shape = std::iter::once(parts.len())
+            .chain(first.shape.iter().copied())
+            .collect();
+        Ok(GpuTensor {
+            buffer,
+            shape,
+            dtype: first.dtype,
+        })
+    }
+
+    /// Reads a device tensor back to the host.
+    pub fn read(&self, tensor: &GpuTensor) -> Result<Tensor> {
+        let rec = Recorder::new(&self.device, &self.queue, &self.pool);
+        let words = rec
+            .finish(&tensor.buffer, tensor.words())
+            .map_err(BackendError::Execution)?;
+        Ok(tensor_from_words(tensor.shape.clone(), tensor.dtype, words))
+    }
+
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+}
+
+fn tensor_from_words(shape: Vec<usize>, dtype: DType, words: Vec<u32>) -> Tensor {
+    let data = match dtype {
+        DType::U8 => TensorData::U8(words.into_iter().map(|w| w as u8).collect()),
+        DType::F32 => TensorData::F32(bytemuck::cast_vec(words)),
+        DType::C64 => TensorData::C64(bytemuck::cast_vec(words)),
+    };
+    Tensor::new(shape, data)
 }
 
 impl Backend for GpuBackend {

@@ -27,7 +27,8 @@ use std::thread::JoinHandle;
 use anyhow::{bail, Context, Result};
 use arrow::array::{Array, BinaryArray, Int32Array, StringArray, UInt64Array};
 use arrow::record_batch::RecordBatch;
-use kiln_core::{Backend, CpuBackend, Pipeline, Spec};
+use kiln_core::{Backend, CpuBackend, Pipeline, Spec, Tensor, TensorData};
+use kiln_gpu::{GpuBackend, GpuTensor};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +36,16 @@ use crate::cache::{read_manifest, Manifest};
 use crate::convert::fixed_shape;
 use crate::order::epoch_order;
 use crate::shard::{Layout, Payload, Row};
+
+/// The shape every row's tensor has in this entry, if it is fixed (tensor entries: as stored;
+/// raw entries: as the spec gives).
+pub fn fixed_tensor_shape(entry: &Path) -> Result<Option<Vec<usize>>> {
+    let manifest = read_manifest(entry)?;
+    Ok(match manifest.materialize.as_str() {
+        "raw" => fixed_shape(&Spec::from_value(&manifest.spec).context("the entry's spec")?),
+        _ => manifest.tensor.and_then(|t| t.shape),
+    })
+}
 
 /// Where a loader is in its stream: enough to continue with exactly the rows not yet seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,9 +131,12 @@ impl Entry {
 }
 
 /// One batch: Arrow columns `row_id`, `path`, `label`, `label_index`, `tensor` (+ `shape`).
+/// With GPU output the tensors are in `device` as one `(batch, ...shape)` tensor instead, and
+/// `records` holds the other columns.
 #[derive(Debug, Clone)]
 pub struct Batch {
     pub records: RecordBatch,
+    pub device: Option<GpuTensor>,
     pub epoch: u64,
     /// The loader's state once this batch has been consumed.
     pub state_after: LoaderState,
@@ -152,6 +166,7 @@ pub struct LoaderBuilder {
     prefetch: usize,
     threads: usize,
     backend: Arc<dyn Backend + Send + Sync>,
+    gpu: Option<Arc<GpuBackend>>,
     resume: Option<LoaderState>,
 }
 
@@ -217,6 +232,12 @@ impl LoaderBuilder {
         self.backend = backend;
         self
     }
+    /// Deliver tensors as GPU-resident batches on this device; for raw entries the spec runs
+    /// there after upload. Needs a fixed tensor shape.
+    pub fn gpu(mut self, gpu: Arc<GpuBackend>) -> Self {
+        self.gpu = Some(gpu);
+        self
+    }
     /// Continue from a saved state (its seed replaces `shuffle`'s).
     pub fn resume(mut self, state: LoaderState) -> Self {
         self.resume = Some(state);
@@ -256,6 +277,16 @@ impl LoaderBuilder {
             }
             _ => None,
         };
+        if self.gpu.is_some() {
+            let fixed = match &raw {
+                Some((_, Layout::Tensor(t))) => t.shape.is_some(),
+                Some((_, Layout::Raw)) => false,
+                None => entry.manifest.tensor.as_ref().is_some_and(|t| t.shape.is_some()),
+            };
+            if !fixed {
+                bail!("GPU batches need a fixed tensor shape; this entry's rows vary in shape");
+            }
+        }
         let (sender, receiver) = sync_channel(self.prefetch.max(1));
         let config = self.clone();
         let producer = std::thread::Builder::new()
@@ -313,6 +344,7 @@ impl Loader {
             prefetch: 4,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             backend: Arc::new(CpuBackend),
+            gpu: None,
             resume: None,
         }
     }
@@ -483,11 +515,100 @@ impl Producer {
         crate::shard::to_batch(&schema, layout, &rows)
     }
 
-    fn make_batch(&mut self, rows: &[u64]) -> Result<RecordBatch> {
+    /// Tensors of a gathered tensor-entry batch, uploaded as one `(n, ...shape)` device tensor.
+    fn upload_tensors(&self, gpu: &GpuBackend, batch: &RecordBatch) -> Result<GpuTensor> {
+        let info = self
+            .entry
+            .manifest
+            .tensor
+            .as_ref()
+            .context("tensor entry without tensor info")?;
+        let shape: Vec<usize> = std::iter::once(batch.num_rows())
+            .chain(info.shape.clone().unwrap_or_default())
+            .collect();
+        let column = batch.column_by_name("tensor").context("no tensor column")?;
+        let list = column
+            .as_any()
+            .downcast_ref::<arrow::array::FixedSizeListArray>()
+            .context("fixed-shape tensor column")?;
+        let values = list.values();
+        let tensor = if let Some(f) = values.as_any().downcast_ref::<arrow::array::Float32Array>() {
+            Tensor::new(shape, TensorData::F32(f.values().to_vec()))
+        } else if let Some(u) = values.as_any().downcast_ref::<arrow::array::UInt8Array>() {
+            Tensor::new(shape, TensorData::U8(u.values().to_vec()))
+        } else {
+            bail!("unsupported tensor element type {}", values.data_type());
+        };
+        Ok(gpu.upload_tensor(&tensor))
+    }
+
+    /// Raw rows decoded on the host, their spec run on the device, stacked there.
+    fn device_transform(&self, gpu: &Arc<GpuBackend>, batch: &RecordBatch) -> Result<GpuTensor> {
+        let (pipeline, _) = self.raw.as_ref().expect("raw entry");
+        let content = batch
+            .column_by_name("content")
+            .context("raw shard without `content`")?;
+        let content = content
+            .as_any()
+            .downcast_ref::<BinaryArray>()
+            .context("content")?;
+        let paths = batch
+            .column_by_name("path")
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned())
+            .context("path")?;
+        let n = batch.num_rows();
+        let chunk = n.div_ceil(self.config.threads.clamp(1, n.max(1))).max(1);
+        let parts: Vec<GpuTensor> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..n)
+                .step_by(chunk)
+                .map(|from| {
+                    let (content, paths) = (content, &paths);
+                    scope.spawn(move || -> Result<Vec<GpuTensor>> {
+                        (from..(from + chunk).min(n))
+                            .map(|i| {
+                                let (tensor, key) = pipeline
+                                    .decode(content.value(i))
+                                    .with_context(|| paths.value(i).to_owned())?;
+                                let plan = pipeline.plan(key)?;
+                                gpu.execute_resident(&plan, tensor)
+                                    .with_context(|| paths.value(i).to_owned())
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("device transform thread panicked"))
+                .collect::<Result<Vec<_>>>()
+        })?
+        .into_iter()
+        .flatten()
+        .collect();
+        Ok(gpu.stack(&parts)?)
+    }
+
+    fn make_batch(&mut self, rows: &[u64]) -> Result<(RecordBatch, Option<GpuTensor>)> {
         let gathered = self.gather(rows)?;
-        let batch = self.transform(gathered)?;
-        match &self.config.columns {
-            None => Ok(batch),
+        let (batch, device) = match self.config.gpu.clone() {
+            None => (self.transform(gathered)?, None),
+            Some(gpu) => {
+                let device = if self.raw.is_some() {
+                    self.device_transform(&gpu, &gathered)?
+                } else {
+                    self.upload_tensors(&gpu, &gathered)?
+                };
+                // The tensors live on the device; the batch keeps the other columns.
+                let schema = gathered.schema();
+                let keep: Vec<usize> = ["row_id", "path", "label", "label_index"]
+                    .iter()
+                    .filter_map(|n| schema.index_of(n).ok())
+                    .collect();
+                (gathered.project(&keep)?, Some(device))
+            }
+        };
+        let batch = match &self.config.columns {
+            None => batch,
             Some(names) => {
                 let schema = batch.schema();
                 let picked = names
@@ -501,9 +622,10 @@ impl Producer {
                         })
                     })
                     .collect::<Result<Vec<_>>>()?;
-                Ok(batch.project(&picked)?)
+                batch.project(&picked)?
             }
-        }
+        };
+        Ok((batch, device))
     }
 
     fn run(&mut self, start: LoaderState, mut send: impl FnMut(Result<Batch>) -> bool) {
@@ -534,11 +656,14 @@ impl Producer {
                         position: end as u64,
                     }
                 };
-                let batch = self.make_batch(&order[position..end]).map(|records| Batch {
-                    records,
-                    epoch,
-                    state_after,
-                });
+                let batch = self
+                    .make_batch(&order[position..end])
+                    .map(|(records, device)| Batch {
+                        records,
+                        device,
+                        epoch,
+                        state_after,
+                    });
                 let failed = batch.is_err();
                 if !send(batch) || failed {
                     return;

@@ -351,6 +351,19 @@ fn hash_batch(hasher: &mut Sha256, batch: &arrow::record_batch::RecordBatch) -> 
     bytes
 }
 
+fn hash_tensor(hasher: &mut Sha256, tensor: &kiln_core::Tensor) -> u64 {
+    match &tensor.data {
+        kiln_core::TensorData::U8(v) => {
+            hasher.update(v);
+            v.len() as u64
+        }
+        kiln_core::TensorData::F32(v) | kiln_core::TensorData::C64(v) => {
+            v.iter().for_each(|x| hasher.update(x.to_le_bytes()));
+            v.len() as u64 * 4
+        }
+    }
+}
+
 fn run_stream(args: StreamArgs) -> Result<()> {
     let (cur, count) = parse_shard(&args.shard)?;
     let mut builder = Loader::builder(&args.entry)
@@ -366,10 +379,20 @@ fn run_stream(args: StreamArgs) -> Result<()> {
     if let Some(threads) = args.threads {
         builder = builder.threads(threads);
     }
-    if args.backend == BackendChoice::Gpu {
-        builder = builder.backend(Arc::new(
+    let gpu = match args.backend {
+        BackendChoice::Gpu => Some(Arc::new(
             kiln_gpu::GpuBackend::new().context("starting the GPU backend")?,
-        ));
+        )),
+        BackendChoice::Cpu => None,
+    };
+    if let Some(gpu) = &gpu {
+        // Fixed shapes: batches stay on the device. Varying shapes cannot be stacked into one
+        // device tensor, so the spec still runs on the GPU but batches come back to the host.
+        builder = if kiln::loader::fixed_tensor_shape(&args.entry)?.is_some() {
+            builder.gpu(gpu.clone())
+        } else {
+            builder.backend(gpu.clone())
+        };
     }
     if let Some(path) = &args.resume {
         let text =
@@ -389,6 +412,10 @@ fn run_stream(args: StreamArgs) -> Result<()> {
         rows += batch.records.num_rows() as u64;
         batches += 1;
         bytes += hash_batch(&mut hasher, &batch.records);
+        if let (Some(gpu), Some(device)) = (&gpu, &batch.device) {
+            // Read back only to checksum what the device holds.
+            bytes += hash_tensor(&mut hasher, &gpu.read(device)?);
+        }
         if args.ids {
             ids.extend(batch.row_ids());
         }

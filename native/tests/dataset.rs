@@ -694,3 +694,85 @@ fn labels_from_regex_and_csv_file() {
     }
     std::fs::remove_dir_all(root).unwrap();
 }
+
+#[test]
+fn gpu_resident_batches_match_host_batches() {
+    let root = temp_dir("gpu");
+    let data = root.join("data");
+    make_dataset(&data, &["r", "s"], 6, 9);
+    let spec = write_spec(&root, "image.json", IMAGE_SPEC);
+    let gpu =
+        std::sync::Arc::new(kiln_gpu::GpuBackend::new().expect("GPU tests need an adapter (lavapipe in CI)"));
+    for materialize in ["tensor", "raw"] {
+        let report = convert(
+            &data,
+            &spec,
+            &root.join("cache"),
+            &["--include", "*.png", "--materialize", materialize],
+        );
+        let entry = report["entry"].as_str().unwrap();
+        let host = Loader::builder(entry)
+            .batch_size(5)
+            .shuffle(3)
+            .epochs(Some(1))
+            .build()
+            .unwrap();
+        let device = Loader::builder(entry)
+            .batch_size(5)
+            .shuffle(3)
+            .epochs(Some(1))
+            .gpu(gpu.clone())
+            .build()
+            .unwrap();
+        let mut batches = 0;
+        for (h, d) in host.zip(device) {
+            let (h, d) = (h.unwrap(), d.unwrap());
+            assert_eq!(h.row_ids(), d.row_ids());
+            assert!(
+                d.records.column_by_name("tensor").is_none(),
+                "tensors live on the device"
+            );
+            let on_device = d.device.as_ref().expect("device tensor");
+            assert_eq!(on_device.shape, vec![h.records.num_rows(), 3, 16, 16]);
+            let back = gpu.read(on_device).unwrap();
+            let list = h
+                .records
+                .column_by_name("tensor")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow::array::FixedSizeListArray>()
+                .unwrap()
+                .clone();
+            let values = list
+                .values()
+                .as_any()
+                .downcast_ref::<arrow::array::Float32Array>()
+                .unwrap()
+                .values()
+                .to_vec();
+            let worst = values
+                .iter()
+                .zip(back.as_f32().unwrap())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            // Tensor entries upload stored values (exact); raw entries run the spec on the GPU.
+            let allowed = if materialize == "tensor" { 0.0 } else { 1e-6 };
+            assert!(
+                worst <= allowed,
+                "{materialize}: device batch differs from host by {worst}"
+            );
+            batches += 1;
+        }
+        assert_eq!(batches, 3);
+    }
+    let audio = write_spec(&root, "audio.json", AUDIO_SPEC);
+    let varying = convert(&data, &audio, &root.join("cache"), &["--include", "*.wav"]);
+    let refused = Loader::builder(varying["entry"].as_str().unwrap())
+        .gpu(gpu)
+        .build();
+    assert!(refused
+        .unwrap_err()
+        .to_string()
+        .contains("GPU batches need a fixed tensor shape"));
+    std::fs::remove_dir_all(root).unwrap();
+}
