@@ -125,7 +125,11 @@ impl Entry {
             .with_row_groups(vec![block.row_group])
             .with_batch_size(block.rows.max(1) as usize)
             .build()?;
-        let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>()?;
+        let mut batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>()?;
+        if batches.len() == 1 {
+            let batch = batches.pop().expect("one batch");
+            return Ok(RecordBatch::try_new(schema, batch.columns().to_vec())?);
+        }
         Ok(arrow::compute::concat_batches(&schema, &batches)?)
     }
 }
@@ -415,6 +419,19 @@ impl Producer {
     }
 
     fn gather(&mut self, rows: &[u64]) -> Result<RecordBatch> {
+        // Storage-order reads (no shuffle) are runs of one row group: a zero-copy slice.
+        if let (Some(&first), Some(&last)) = (rows.first(), rows.last()) {
+            let b = self
+                .entry
+                .blocks
+                .partition_point(|blk| blk.start + blk.rows <= first);
+            let block = &self.entry.blocks[b];
+            let contiguous = rows.windows(2).all(|w| w[1] == w[0] + 1);
+            if contiguous && last < block.start + block.rows {
+                let start = (first - block.start) as usize;
+                return Ok(self.block(b)?.slice(start, rows.len()));
+            }
+        }
         let mut sources: Vec<(usize, RecordBatch)> = Vec::new();
         let mut indices = Vec::with_capacity(rows.len());
         for &row in rows {

@@ -111,7 +111,7 @@ struct ConvertArgs {
     /// Rows per Parquet row group (default: about --row-group-size of payload).
     #[arg(long)]
     row_group_rows: Option<usize>,
-    #[arg(long, default_value = "8MiB")]
+    #[arg(long, default_value = "1MiB")]
     row_group_size: String,
     #[arg(long, default_value = "zstd", value_parser = ["zstd", "none"])]
     compression: String,
