@@ -84,7 +84,9 @@ pub struct ConvertReport {
     pub entry: PathBuf,
     pub key: String,
     pub rows: u64,
-    pub failed: Vec<Failure>,
+    /// How many files (or table rows) failed; `failures` lists them with their errors.
+    pub failed: usize,
+    pub failures: Vec<Failure>,
     pub cache_hit: bool,
     /// Listing position the run started from (non-zero when it resumed an interrupted run).
     pub resumed_from: u64,
@@ -293,7 +295,8 @@ async fn convert_async(opts: &ConvertOptions) -> Result<ConvertReport> {
         entry: entry.clone(),
         key: key.clone(),
         rows: manifest.rows,
-        failed: manifest.failed.clone(),
+        failed: manifest.failed.len(),
+        failures: manifest.failed.clone(),
         cache_hit: hit,
         resumed_from: resumed,
         seconds: started.elapsed().as_secs_f64(),

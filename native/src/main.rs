@@ -263,7 +263,7 @@ fn run_convert(args: ConvertArgs) -> Result<()> {
         } else {
             eprintln!("converted {} rows in {:.1} s", report.rows, report.seconds);
         }
-        for f in &report.failed {
+        for f in &report.failures {
             eprintln!("failed: {}: {}", f.path, f.error);
         }
         writeln!(out, "{}", report.entry.display())?;

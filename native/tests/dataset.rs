@@ -56,7 +56,8 @@ fn convert_reports_failures_hits_cache_and_rekeys_on_change() {
     );
     assert_eq!(first["cache_hit"], false);
     assert_eq!(first["rows"], 120, "{first}");
-    let failed: BTreeSet<&str> = first["failed"]
+    assert_eq!(first["failed"], 2);
+    let failed: BTreeSet<&str> = first["failures"]
         .as_array()
         .unwrap()
         .iter()
@@ -64,7 +65,7 @@ fn convert_reports_failures_hits_cache_and_rekeys_on_change() {
         .collect();
     assert_eq!(failed, BTreeSet::from(["cat/corrupt.jpg", "cat/corrupt.png"]));
     assert!(
-        first["failed"][0]["error"]
+        first["failures"][0]["error"]
             .as_str()
             .unwrap()
             .contains("corrupt or unsupported"),
@@ -438,7 +439,7 @@ fn killed_conversion_resumes_without_losing_or_repeating_rows() {
     assert!(resumed["resumed_from"].as_u64().unwrap() > 0, "{resumed}");
     assert_eq!(resumed["rows"], 80);
     assert_eq!(
-        resumed["failed"].as_array().unwrap().len(),
+        resumed["failures"].as_array().unwrap().len(),
         1,
         "the corrupt file is reported once"
     );
@@ -582,11 +583,11 @@ pq.write_table(pa.Table.from_pylist(rows[half:]), out + "/part-1.parquet", row_g
     let from_table = convert(&table_dir, &spec, &cache, &["--source-format", "parquet"]);
     assert_eq!(from_table["rows"], 10, "{from_table}");
     assert_eq!(
-        from_table["failed"].as_array().unwrap().len(),
+        from_table["failures"].as_array().unwrap().len(),
         1,
         "the corrupt PNG row is reported"
     );
-    assert!(from_table["failed"][0]["path"]
+    assert!(from_table["failures"][0]["path"]
         .as_str()
         .unwrap()
         .ends_with("cat/corrupt.png"));

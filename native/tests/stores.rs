@@ -132,7 +132,7 @@ fn s3_source_matches_local_directory() {
     let report = json(&kiln_env(&args, &env));
     assert_eq!(report["rows"], 16, "{report}");
     assert_eq!(
-        report["failed"].as_array().unwrap().len(),
+        report["failures"].as_array().unwrap().len(),
         1,
         "cat/corrupt.png is reported"
     );
