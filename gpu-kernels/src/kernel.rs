@@ -255,7 +255,9 @@ impl<'a> Recorder<'a> {
     }
 
     /// Submits everything recorded and reads `elements` 4-byte values of `buffer` back.
-    pub(crate) fn finish(mut self, buffer: &wgpu::Buffer, elements: usize) -> Result<Vec<u32>, String> {
+    /// Submits everything recorded and reads `elements` 4-byte values of `buffer` back. Async
+    /// so the browser can wait for the mapping; natively the device is polled to completion.
+    pub(crate) async fn finish(mut self, buffer: &wgpu::Buffer, elements: usize) -> Result<Vec<u32>, String> {
         let size = (elements.max(1) * 4) as u64;
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
@@ -265,15 +267,16 @@ impl<'a> Recorder<'a> {
         });
         self.encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
         self.queue.submit([self.encoder.finish()]);
-        let (sender, receiver) = std::sync::mpsc::channel();
+        let (sender, receiver) = futures_channel::oneshot::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = sender.send(r);
         });
+        #[cfg(not(target_arch = "wasm32"))]
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| format!("waiting for the device: {e}"))?;
         receiver
-            .recv()
+            .await
             .map_err(|_| "the device dropped the readback".to_string())?
             .map_err(|e| format!("mapping the result: {e}"))?;
         let view = staging

@@ -24,7 +24,9 @@ mod image;
 mod kernel;
 mod resources;
 
-use kiln_core::{Backend, DType, Plan, Step, Tensor, TensorData};
+#[cfg(not(target_arch = "wasm32"))]
+use kiln_core::Backend;
+use kiln_core::{DType, Plan, Step, Tensor, TensorData};
 
 use audio::AudioKernels;
 use image::ImageKernels;
@@ -98,6 +100,7 @@ impl std::fmt::Debug for GpuBackend {
 
 impl GpuBackend {
     /// Opens the default adapter (honouring `WGPU_BACKEND` and friends) and builds the kernels.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new() -> Result<Self> {
         pollster::block_on(Self::new_async())
     }
@@ -176,12 +179,14 @@ impl GpuBackend {
 
     /// Runs a plan with device errors (validation, out of memory) captured and returned rather
     /// than sent to wgpu's default handler, which panics.
-    fn run(&self, plan: &Plan, input: Tensor) -> Result<Tensor> {
+    /// Runs a plan and reads the result back; the browser awaits this, native code blocks on it
+    /// through [`Backend::execute`].
+    pub async fn execute_async(&self, plan: &Plan, input: Tensor) -> Result<Tensor> {
         let out_of_memory = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let result = self.record_and_read(plan, input);
-        let validation = pollster::block_on(validation.pop());
-        let out_of_memory = pollster::block_on(out_of_memory.pop());
+        let result = self.record_and_read(plan, input).await;
+        let validation = validation.pop().await;
+        let out_of_memory = out_of_memory.pop().await;
         match (validation.or(out_of_memory), result) {
             (Some(device_error), _) => Err(BackendError::Execution(device_error.to_string())),
             (None, result) => result,
@@ -217,10 +222,11 @@ impl GpuBackend {
         Ok((rec, t))
     }
 
-    fn record_and_read(&self, plan: &Plan, input: Tensor) -> Result<Tensor> {
+    async fn record_and_read(&self, plan: &Plan, input: Tensor) -> Result<Tensor> {
         let (rec, t) = self.record(plan, input)?;
         let words = rec
             .finish(&t.buffer, t.len() * if t.dtype == DType::C64 { 2 } else { 1 })
+            .await
             .map_err(BackendError::Execution)?;
         Ok(tensor_from_words(t.shape, t.dtype, words))
     }
@@ -280,10 +286,16 @@ impl GpuBackend {
     }
 
     /// Reads a device tensor back to the host.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn read(&self, tensor: &GpuTensor) -> Result<Tensor> {
+        pollster::block_on(self.read_async(tensor))
+    }
+
+    pub async fn read_async(&self, tensor: &GpuTensor) -> Result<Tensor> {
         let rec = Recorder::new(&self.device, &self.queue, &self.pool);
         let words = rec
             .finish(&tensor.buffer, tensor.words())
+            .await
             .map_err(BackendError::Execution)?;
         Ok(tensor_from_words(tensor.shape.clone(), tensor.dtype, words))
     }
@@ -306,13 +318,15 @@ fn tensor_from_words(shape: Vec<usize>, dtype: DType, words: Vec<u32>) -> Tensor
     Tensor::new(shape, data)
 }
 
+/// Blocking use, natively; the browser calls [`GpuBackend::execute_async`].
+#[cfg(not(target_arch = "wasm32"))]
 impl Backend for GpuBackend {
     fn name(&self) -> &'static str {
         "gpu"
     }
 
     fn execute(&self, plan: &Plan, input: Tensor) -> kiln_core::Result<Tensor> {
-        self.run(plan, input).map_err(|e| match e {
+        pollster::block_on(self.execute_async(plan, input)).map_err(|e| match e {
             BackendError::Kernel(inner) => inner,
             other => kiln_core::Error::Backend {
                 backend: "gpu",

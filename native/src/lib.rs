@@ -10,6 +10,7 @@ pub mod convert;
 pub mod labels;
 pub mod loader;
 pub mod order;
+pub mod serve;
 pub mod shard;
 pub mod source;
 pub mod table;

@@ -51,6 +51,14 @@ enum Command {
     },
     /// Stream a cache entry as batches and report throughput and a checksum.
     Stream(StreamArgs),
+    /// Serve the labeling page; with --dir, also a dataset's files and a labels endpoint.
+    Serve {
+        /// Dataset directory (WAV/PNG/JPEG); labels are saved to DIR/labels.csv.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
     /// Export a cache entry in another format.
     Export {
         /// Cache entry directory.
@@ -470,6 +478,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Convert(args) => run_convert(args),
+        Command::Serve { dir, listen } => kiln::serve::serve(&listen, dir),
         Command::Cache { command } => run_cache(command),
         Command::Stream(args) => run_stream(args),
         Command::Export {
