@@ -259,6 +259,13 @@ async function main() {
   document.body.ondrop = (e) => { e.preventDefault(); addFiles(e.dataTransfer.files); };
   $("labelset").onchange = () => { saveLabels(); renderList(); };
   $("apply").onclick = () => { setSpecs(specs().audio, specs().image); select(state.selected); };
+  $("specfile").onchange = async (e) => {
+    const text = await e.target.files[0].text();
+    const spec = JSON.parse(text);
+    const audio = spec.ops?.[0]?.op === "load_audio";
+    setSpecs(audio ? text : specs().audio, audio ? specs().image : text);
+    select(state.selected);
+  };
   $("fromparams").onclick = () => { setSpecs(audioSpecFromParams(), imageSpecFromParams()); select(state.selected); };
   $("csv").onclick = () => download("labels.csv", toCsv(), "text/csv");
   $("json").onclick = () => download("labels.json", toJson(), "application/json");
