@@ -242,45 +242,99 @@ impl ResizePlan {
                 }
                 out
             }
-            ResizeKind::Convolution {
-                horizontal_first,
-                rows,
-                horizontal,
-                vertical,
-                premultiply,
-            } => {
-                let mut img = if *premultiply {
-                    premultiply_alpha(pixels)
-                } else {
-                    pixels.to_vec()
-                };
-                let w = self.in_width;
-                if *horizontal_first {
-                    let mut width = w;
-                    if let Some(hc) = horizontal {
-                        img = horizontal_pass(&img[rows.0 * w * c..rows.1 * w * c], rows.1 - rows.0, hc, c);
-                        width = hc.out_size;
+            ResizeKind::Convolution { .. } => {
+                let mut img = pixels.to_vec();
+                for pass in self.passes() {
+                    match pass {
+                        ResizePass::Premultiply => img = premultiply_alpha(&img),
+                        ResizePass::Horizontal {
+                            coeffs,
+                            row_offset,
+                            rows,
+                        } => {
+                            let stride = coeffs.in_size * c;
+                            let band = &img[row_offset * stride..(row_offset + rows) * stride];
+                            img = horizontal_pass(band, rows, coeffs, c);
+                        }
+                        ResizePass::Vertical { coeffs, width } => img = vertical_pass(&img, width, coeffs, c),
+                        ResizePass::Unpremultiply => unpremultiply_alpha(&mut img),
                     }
-                    if let Some(vc) = vertical {
-                        img = vertical_pass(&img, width, vc, c);
-                    }
-                } else {
-                    let mut height = self.in_height;
-                    if let Some(vc) = vertical {
-                        img = vertical_pass(&img, w, vc, c);
-                        height = vc.out_size;
-                    }
-                    if let Some(hc) = horizontal {
-                        img = horizontal_pass(&img, height, hc, c);
-                    }
-                }
-                if *premultiply {
-                    unpremultiply_alpha(&mut img);
                 }
                 img
             }
         }
     }
+
+    /// The steps of a convolution resize in Pillow's order, shared by every backend so the
+    /// pass-order rules live in one place. Empty for `Copy` and `Nearest`.
+    pub fn passes(&self) -> Vec<ResizePass<'_>> {
+        let ResizeKind::Convolution {
+            horizontal_first,
+            rows,
+            horizontal,
+            vertical,
+            premultiply,
+        } = &self.kind
+        else {
+            return Vec::new();
+        };
+        let mut passes = Vec::with_capacity(4);
+        if *premultiply {
+            passes.push(ResizePass::Premultiply);
+        }
+        if *horizontal_first {
+            let mut width = self.in_width;
+            if let Some(coeffs) = horizontal {
+                passes.push(ResizePass::Horizontal {
+                    coeffs,
+                    row_offset: rows.0,
+                    rows: rows.1 - rows.0,
+                });
+                width = coeffs.out_size;
+            }
+            if let Some(coeffs) = vertical {
+                passes.push(ResizePass::Vertical { coeffs, width });
+            }
+        } else {
+            let mut height = self.in_height;
+            if let Some(coeffs) = vertical {
+                passes.push(ResizePass::Vertical {
+                    coeffs,
+                    width: self.in_width,
+                });
+                height = coeffs.out_size;
+            }
+            if let Some(coeffs) = horizontal {
+                passes.push(ResizePass::Horizontal {
+                    coeffs,
+                    row_offset: 0,
+                    rows: height,
+                });
+            }
+        }
+        if *premultiply {
+            passes.push(ResizePass::Unpremultiply);
+        }
+        passes
+    }
+}
+
+/// One step of a convolution resize (see [`ResizePlan::passes`]).
+#[derive(Debug, Clone, Copy)]
+pub enum ResizePass<'a> {
+    Premultiply,
+    /// Over `rows` rows starting at `row_offset` of an image `coeffs.in_size` wide.
+    Horizontal {
+        coeffs: &'a AxisCoefficients,
+        row_offset: usize,
+        rows: usize,
+    },
+    /// Over an image `width` wide.
+    Vertical {
+        coeffs: &'a AxisCoefficients,
+        width: usize,
+    },
+    Unpremultiply,
 }
 
 fn clip8(acc: i32) -> u8 {

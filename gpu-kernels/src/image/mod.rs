@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use kiln_core::image::resize::{AxisCoefficients, ResizeKind, ResizePlan};
+use kiln_core::image::resize::{AxisCoefficients, ResizeKind, ResizePass, ResizePlan};
 use kiln_core::image::ImageDims;
 use kiln_core::DType;
 
@@ -162,97 +162,69 @@ impl ImageKernels {
                     count,
                 )
             }
-            ResizeKind::Convolution {
-                horizontal_first,
-                rows,
-                horizontal,
-                vertical,
-                premultiply,
-            } => {
-                let pixels = plan.in_height * plan.in_width;
-                let params = pixel_params(rec, &in_dims, 0, 0, 0, 0, false);
-                let mut img = if *premultiply {
-                    self.per_pixel(rec, &self.premultiply, &params, &input.buffer, None, pixels * c)
-                } else {
-                    input.buffer
-                };
-                let mut width = plan.in_width;
-                let mut height = plan.in_height;
-                let horizontal_pass =
-                    |rec: &mut Recorder, img: &wgpu::Buffer, row_offset: usize, rows: usize, width: usize| {
-                        let coeffs = horizontal.as_ref().expect("horizontal coefficients");
-                        let t = tables.horizontal.as_ref().expect("horizontal tables");
-                        let out = rec.storage("resize h", rows * coeffs.out_size * c);
-                        let params = rec.uniform(&[
-                            width as u32,
-                            coeffs.out_size as u32,
-                            rows as u32,
-                            c as u32,
-                            t.taps,
-                            row_offset as u32,
-                            0,
-                            0,
-                        ]);
-                        rec.dispatch(
-                            &self.horizontal,
-                            &[&params, &t.bounds, &t.weights, img, &out],
-                            (groups(coeffs.out_size * c, 64), groups(rows, 4), 1),
-                        );
-                        out
+            ResizeKind::Convolution { .. } => {
+                let mut img = input.buffer;
+                for pass in plan.passes() {
+                    img = match pass {
+                        ResizePass::Premultiply | ResizePass::Unpremultiply => {
+                            let (kernel, dims) = if matches!(pass, ResizePass::Premultiply) {
+                                (&self.premultiply, in_dims)
+                            } else {
+                                let out = ImageDims {
+                                    height: plan.out_height,
+                                    width: plan.out_width,
+                                    ..in_dims
+                                };
+                                (&self.unpremultiply, out)
+                            };
+                            let params = pixel_params(rec, &dims, 0, 0, 0, 0, false);
+                            self.per_pixel(rec, kernel, &params, &img, None, dims.len())
+                        }
+                        ResizePass::Horizontal {
+                            coeffs,
+                            row_offset,
+                            rows,
+                        } => {
+                            let t = tables.horizontal.as_ref().expect("horizontal tables");
+                            let out = rec.storage("resize h", rows * coeffs.out_size * c);
+                            let params = rec.uniform(&[
+                                coeffs.in_size as u32,
+                                coeffs.out_size as u32,
+                                rows as u32,
+                                c as u32,
+                                t.taps,
+                                row_offset as u32,
+                                0,
+                                0,
+                            ]);
+                            rec.dispatch(
+                                &self.horizontal,
+                                &[&params, &t.bounds, &t.weights, &img, &out],
+                                (groups(coeffs.out_size * c, 64), groups(rows, 4), 1),
+                            );
+                            out
+                        }
+                        ResizePass::Vertical { coeffs, width } => {
+                            let t = tables.vertical.as_ref().expect("vertical tables");
+                            let out = rec.storage("resize v", coeffs.out_size * width * c);
+                            let params = rec.uniform(&[
+                                width as u32,
+                                width as u32,
+                                0,
+                                c as u32,
+                                t.taps,
+                                0,
+                                coeffs.out_size as u32,
+                                0,
+                            ]);
+                            rec.dispatch(
+                                &self.vertical,
+                                &[&params, &t.bounds, &t.weights, &img, &out],
+                                (groups(width * c, 64), groups(coeffs.out_size, 4), 1),
+                            );
+                            out
+                        }
                     };
-                let vertical_pass = |rec: &mut Recorder, img: &wgpu::Buffer, width: usize| {
-                    let coeffs = vertical.as_ref().expect("vertical coefficients");
-                    let t = tables.vertical.as_ref().expect("vertical tables");
-                    let out = rec.storage("resize v", coeffs.out_size * width * c);
-                    let params = rec.uniform(&[
-                        width as u32,
-                        width as u32,
-                        0,
-                        c as u32,
-                        t.taps,
-                        0,
-                        coeffs.out_size as u32,
-                        0,
-                    ]);
-                    rec.dispatch(
-                        &self.vertical,
-                        &[&params, &t.bounds, &t.weights, img, &out],
-                        (groups(width * c, 64), groups(coeffs.out_size, 4), 1),
-                    );
-                    out
-                };
-                if *horizontal_first {
-                    if horizontal.is_some() {
-                        img = horizontal_pass(rec, &img, rows.0, rows.1 - rows.0, width);
-                        width = plan.out_width;
-                    }
-                    if vertical.is_some() {
-                        img = vertical_pass(rec, &img, width);
-                    }
-                } else {
-                    if vertical.is_some() {
-                        img = vertical_pass(rec, &img, width);
-                        height = plan.out_height;
-                    }
-                    if horizontal.is_some() {
-                        img = horizontal_pass(rec, &img, 0, height, width);
-                    }
-                }
-                if *premultiply {
-                    let out_dims = ImageDims {
-                        height: plan.out_height,
-                        width: plan.out_width,
-                        ..in_dims
-                    };
-                    let params = pixel_params(rec, &out_dims, 0, 0, 0, 0, false);
-                    img = self.per_pixel(
-                        rec,
-                        &self.unpremultiply,
-                        &params,
-                        &img,
-                        None,
-                        plan.out_height * plan.out_width * c,
-                    );
                 }
                 img
             }
