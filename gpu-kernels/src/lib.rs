@@ -33,17 +33,21 @@ use image::ImageKernels;
 use kernel::{BufferPool, DeviceTensor, Recorder};
 use resources::Resources;
 
-/// The WGSL sources, for validation and for embedding elsewhere (the browser build).
+/// The WGSL modules as the device compiles them (fragments already prepended), for validation
+/// and for embedding elsewhere.
 pub const SHADERS: &[(&str, &str)] = &[
-    ("audio/stft.wgsl", include_str!("audio/stft.wgsl")),
-    ("audio/fft.wgsl", include_str!("audio/fft.wgsl")),
-    ("audio/magnitude.wgsl", include_str!("audio/magnitude.wgsl")),
-    ("audio/mel.wgsl", include_str!("audio/mel.wgsl")),
-    ("audio/db.wgsl", include_str!("audio/db.wgsl")),
-    ("audio/dct.wgsl", include_str!("audio/dct.wgsl")),
-    ("image/resize.wgsl", include_str!("image/resize.wgsl")),
-    ("image/pixels.wgsl", include_str!("image/pixels.wgsl")),
+    ("audio/stft.wgsl", audio::STFT_WGSL),
+    ("audio/fft.wgsl", audio::FFT_WGSL),
+    ("audio/magnitude.wgsl", audio::MAGNITUDE_WGSL),
+    ("audio/mel.wgsl", audio::MEL_WGSL),
+    ("audio/db.wgsl", audio::DB_WGSL),
+    ("audio/dct.wgsl", audio::DCT_WGSL),
+    ("image/resize.wgsl", image::RESIZE_WGSL),
+    ("image/pixels.wgsl", image::PIXELS_WGSL),
 ];
+
+/// WGSL files that are not modules of their own but are prepended to some of [`SHADERS`].
+pub const SHADER_FRAGMENTS: &[&str] = &["audio/padding.wgsl"];
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

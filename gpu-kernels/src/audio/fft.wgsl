@@ -2,6 +2,7 @@
 // real samples is packed as M complex values, transformed by a mixed-radix (4, 2, 3, 5)
 // Stockham FFT in workgroup memory, then split into the n_fft/2 + 1 bins of the real
 // transform. Twiddles come from a table of exp(-2 pi i j / n_fft), never from large angles.
+// reflect_index comes from padding.wgsl, prepended when the module is built.
 // Sizes outside this kernel's reach (odd, M > 1024, other prime factors) use stft.wgsl's DFT.
 
 struct Params {
@@ -38,21 +39,6 @@ fn cmul(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
 // exp(-2 pi i k / M), M = n_fft / 2.
 fn twiddle_half(k: u32) -> vec2<f32> {
     return twiddles[2u * k];
-}
-
-fn reflect_index(i: i32, n: i32) -> i32 {
-    if (n == 1) {
-        return 0;
-    }
-    let period = 2 * (n - 1);
-    var m = i % period;
-    if (m < 0) {
-        m = m + period;
-    }
-    if (m < n) {
-        return m;
-    }
-    return period - m;
 }
 
 fn windowed(channel_base: u32, start: u32, n: u32) -> f32 {

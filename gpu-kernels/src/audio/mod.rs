@@ -10,6 +10,13 @@ use kiln_core::DType;
 use crate::kernel::{flat_groups, groups, shader, DeviceTensor, Kernel, Recorder, Slot};
 use crate::{BackendError, Resources};
 
+pub(crate) const STFT_WGSL: &str = concat!(include_str!("padding.wgsl"), include_str!("stft.wgsl"));
+pub(crate) const FFT_WGSL: &str = concat!(include_str!("padding.wgsl"), include_str!("fft.wgsl"));
+pub(crate) const MAGNITUDE_WGSL: &str = include_str!("magnitude.wgsl");
+pub(crate) const MEL_WGSL: &str = include_str!("mel.wgsl");
+pub(crate) const DB_WGSL: &str = include_str!("db.wgsl");
+pub(crate) const DCT_WGSL: &str = include_str!("dct.wgsl");
+
 pub(crate) struct AudioKernels {
     stft: Kernel,
     stft_fft: Kernel,
@@ -55,16 +62,16 @@ pub(crate) struct MelTables {
 impl AudioKernels {
     pub(crate) fn new(device: &wgpu::Device) -> Self {
         use Slot::{Read, ReadWrite, Uniform};
-        let stft = shader(device, "stft.wgsl", include_str!("stft.wgsl"));
-        let magnitude = shader(device, "magnitude.wgsl", include_str!("magnitude.wgsl"));
-        let mel = shader(device, "mel.wgsl", include_str!("mel.wgsl"));
-        let db = shader(device, "db.wgsl", include_str!("db.wgsl"));
-        let dct = shader(device, "dct.wgsl", include_str!("dct.wgsl"));
+        let stft = shader(device, "stft.wgsl", STFT_WGSL);
+        let magnitude = shader(device, "magnitude.wgsl", MAGNITUDE_WGSL);
+        let mel = shader(device, "mel.wgsl", MEL_WGSL);
+        let db = shader(device, "db.wgsl", DB_WGSL);
+        let dct = shader(device, "dct.wgsl", DCT_WGSL);
         AudioKernels {
             stft: Kernel::new(device, &stft, "stft_dft", &[Uniform, Read, Read, Read, ReadWrite]),
             stft_fft: Kernel::new(
                 device,
-                &shader(device, "fft.wgsl", include_str!("fft.wgsl")),
+                &shader(device, "fft.wgsl", FFT_WGSL),
                 "stft_fft",
                 &[Uniform, Read, Read, Read, ReadWrite, Read],
             ),

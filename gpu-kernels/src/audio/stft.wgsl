@@ -1,6 +1,7 @@
 // Framing + padding + windowing + DFT of any length, one workgroup per (bin block, frame,
 // channel). The windowed frame is staged through workgroup memory in tiles; twiddles come from
 // a table indexed by (k * n) mod n_fft, so no accuracy is lost to large phase arguments.
+// reflect_index comes from padding.wgsl, prepended when the module is built.
 
 struct Params {
     n_fft: u32,
@@ -22,21 +23,6 @@ struct Params {
 const TILE: u32 = 256u;
 const GROUP: u32 = 64u;
 var<workgroup> tile: array<f32, 256>;
-
-fn reflect_index(i: i32, n: i32) -> i32 {
-    if (n == 1) {
-        return 0;
-    }
-    let period = 2 * (n - 1);
-    var m = i % period;
-    if (m < 0) {
-        m = m + period;
-    }
-    if (m < n) {
-        return m;
-    }
-    return period - m;
-}
 
 fn padded_sample(channel_base: u32, index: u32) -> f32 {
     let i = i32(index) - i32(params.pad);

@@ -10,6 +10,9 @@ use kiln_core::DType;
 use crate::kernel::{flat_groups, groups, shader, DeviceTensor, Kernel, Recorder, Slot};
 use crate::Resources;
 
+pub(crate) const RESIZE_WGSL: &str = include_str!("resize.wgsl");
+pub(crate) const PIXELS_WGSL: &str = include_str!("pixels.wgsl");
+
 pub(crate) struct ImageKernels {
     horizontal: Kernel,
     vertical: Kernel,
@@ -68,8 +71,8 @@ fn pixel_params(
 impl ImageKernels {
     pub(crate) fn new(device: &wgpu::Device) -> Self {
         use Slot::{Read, ReadWrite, Uniform};
-        let resize = shader(device, "resize.wgsl", include_str!("resize.wgsl"));
-        let pixels = shader(device, "pixels.wgsl", include_str!("pixels.wgsl"));
+        let resize = shader(device, "resize.wgsl", RESIZE_WGSL);
+        let pixels = shader(device, "pixels.wgsl", PIXELS_WGSL);
         let conv = [Uniform, Read, Read, Read, ReadWrite];
         let pix = [Uniform, Read, ReadWrite, Read];
         ImageKernels {
