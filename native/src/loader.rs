@@ -556,7 +556,7 @@ impl Producer {
         } else {
             bail!("unsupported tensor element type {}", values.data_type());
         };
-        Ok(gpu.upload_tensor(&tensor))
+        Ok(gpu.upload_tensor(&tensor)?)
     }
 
     /// Raw rows decoded on the host, their spec run on the device, stacked there.
