@@ -1,20 +1,28 @@
 //! kiln-gpu: the GPU backend. WGSL compute kernels, run through `wgpu`, that produce the same
 //! numbers as the CPU reference in `kiln-core`.
 //!
-//! [`GpuBackend::new`] opens the first adapter `wgpu` finds (a GPU, or Mesa's lavapipe on
-//! machines without one); [`GpuBackend::from_device`] takes a caller's device. Pipelines are
-//! built once per backend, plan tables (window, twiddles, filterbank, resize coefficients) once
-//! per plan, and every step of a plan is recorded into one command buffer with a single
-//! readback at the end. Decoding (WAV, PNG, JPEG) stays on the host.
+//! [`AnyBackend::open`] opens the backend a CLI flag or the page chose ([`BackendChoice`]): the
+//! CPU reference or the GPU, one handle either way; [`AnyBackend::gpu`] hands the
+//! [`GpuBackend`] to callers that keep results on the device ([`GpuBackend::execute_resident`],
+//! [`GpuBackend::stack`]). [`GpuBackend::new`] opens the first adapter `wgpu` finds (a GPU, or
+//! Mesa's lavapipe on machines without one); [`GpuBackend::from_device`] takes a caller's
+//! device. Pipelines are built once per backend, plan tables (window, twiddles, filterbank,
+//! resize coefficients) once per plan, and every step of a plan is recorded into one command
+//! buffer with a single readback at the end. Decoding (WAV, PNG, JPEG) stays on the host.
+//!
+//! Every submission runs inside error scopes, and every buffer and dispatch is checked against
+//! the device's limits before it is made: a device error or an input too large for the device
+//! is a [`BackendError`], never a panic. Each shader's parameters are a `#[repr(C)]` struct
+//! laid out exactly as its WGSL uniform (a test compares the two through naga).
 //!
 //! ```no_run
 //! use kiln_core::{Pipeline, Spec};
-//! use kiln_gpu::GpuBackend;
+//! use kiln_gpu::{AnyBackend, BackendChoice};
 //!
 //! let spec = Spec::from_json(r#"{"ops": [{"op": "decode_image", "mode": "RGB"},
 //!     {"op": "resize", "height": 224, "width": 224, "filter": "bicubic"}]}"#)?;
-//! let gpu = GpuBackend::new()?;
-//! let image = Pipeline::new(spec).run(&gpu, &std::fs::read("cat.jpg")?)?;
+//! let backend = AnyBackend::open("gpu".parse::<BackendChoice>()?)?;
+//! let image = Pipeline::new(spec).run(&backend, &std::fs::read("cat.jpg")?)?;
 //! assert_eq!(image.shape, vec![224, 224, 3]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -23,6 +31,7 @@ mod any;
 mod audio;
 mod image;
 mod kernel;
+mod quiet;
 mod resources;
 mod scope;
 mod uniform;
@@ -35,6 +44,7 @@ pub use any::{AnyBackend, BackendChoice};
 use audio::AudioKernels;
 use image::ImageKernels;
 use kernel::{BufferPool, DeviceTensor, Recorder};
+pub use quiet::quiet_vulkan_env;
 use resources::Resources;
 use scope::captured;
 
