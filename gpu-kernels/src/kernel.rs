@@ -337,20 +337,15 @@ impl<'a> Recorder<'a> {
 
     /// Submits everything recorded; the buffers this call borrowed go back to the pool except
     /// `keep`, which leaves it. Later users of a returned buffer are queued after this work.
-    fn submit(&mut self, keep: Option<&wgpu::Buffer>) {
-        let encoder = std::mem::replace(
-            &mut self.encoder,
-            self.device.create_command_encoder(&Default::default()),
-        );
-        self.queue.submit([encoder.finish()]);
-        let borrowed = std::mem::take(&mut self.borrowed);
+    fn submit(self, keep: Option<&wgpu::Buffer>) {
+        self.queue.submit([self.encoder.finish()]);
         self.pool
-            .give_back(borrowed.into_iter().filter(|b| Some(b) != keep).collect());
+            .give_back(self.borrowed.into_iter().filter(|b| Some(b) != keep).collect());
     }
 
     /// Submits everything recorded and hands `keep` over to the caller: it leaves the pool and
     /// stays on the device; everything else this call borrowed goes back.
-    pub(crate) fn finish_resident(mut self, keep: &wgpu::Buffer) {
+    pub(crate) fn finish_resident(self, keep: &wgpu::Buffer) {
         self.submit(Some(keep));
     }
 

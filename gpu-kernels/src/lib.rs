@@ -440,9 +440,10 @@ impl GpuBackend {
                 first.dtype.name()
             )));
         }
-        let mut words = 0;
-        for part in parts {
-            words = part.words("stack")?;
+        // Every part's buffer must hold what its (common) shape says.
+        let words = first.words("stack")?;
+        for part in &parts[1..] {
+            part.words("stack")?;
         }
         self.guarded("stack", || {
             let buffers: Vec<&wgpu::Buffer> = parts.iter().map(|p| &p.buffer).collect();
