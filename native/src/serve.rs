@@ -147,7 +147,7 @@ fn handle(request: Request, dir: Option<&Path>) -> Response {
                     "labels must be CSV starting with the header path,label",
                 );
             }
-            match crate::cache::write_atomic(&dir.join(LABELS_FILE), &request.body) {
+            match crate::fsio::write_atomic(&dir.join(LABELS_FILE), &request.body) {
                 Ok(()) => Response::ok("text/plain", b"saved".to_vec()),
                 Err(e) => Response::error("500 Internal Server Error", format!("{e:#}")),
             }

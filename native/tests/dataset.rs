@@ -722,7 +722,8 @@ fn gpu_resident_batches_match_host_batches() {
             .batch_size(5)
             .shuffle(3)
             .epochs(Some(1))
-            .gpu(gpu.clone())
+            .backend(kiln::AnyBackend::Gpu(gpu.clone()))
+            .device_output(true)
             .build()
             .unwrap();
         let mut batches = 0;
@@ -769,7 +770,8 @@ fn gpu_resident_batches_match_host_batches() {
     let audio = write_spec(&root, "audio.json", AUDIO_SPEC);
     let varying = convert(&data, &audio, &root.join("cache"), &["--include", "*.wav"]);
     let refused = Loader::builder(varying["entry"].as_str().unwrap())
-        .gpu(gpu)
+        .backend(kiln::AnyBackend::Gpu(gpu))
+        .device_output(true)
         .build();
     assert!(refused
         .unwrap_err()
