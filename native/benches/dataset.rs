@@ -13,8 +13,8 @@ use std::time::Instant;
 use kiln::cache::Materialize;
 use kiln::convert::{convert, ConvertOptions, OnError};
 use kiln::items::LabelRule;
-use kiln::transform::SpecFile;
 use kiln::loader::Loader;
+use kiln::transform::SpecFile;
 
 const SPEC: &str = r#"{"ops": [{"op": "load_audio"}, {"op": "stft", "n_fft": 400, "hop_length": 160},
     {"op": "magnitude", "power": 2.0}, {"op": "mel", "n_mels": 80}, {"op": "power_to_db"}]}"#;

@@ -15,7 +15,10 @@ pub const TMP_MARK: &str = ".tmp.";
 /// A temporary name beside `path`, unique across processes (pid) and threads (a counter).
 pub fn tmp_path(path: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut name = path.file_name().map(|n| n.to_owned()).unwrap_or_else(|| "file".into());
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_owned())
+        .unwrap_or_else(|| "file".into());
     name.push(format!(
         "{TMP_MARK}{}.{}",
         std::process::id(),
@@ -36,7 +39,8 @@ pub struct AtomicFile {
 impl AtomicFile {
     pub fn create(path: &Path) -> Result<AtomicFile> {
         let tmp = tmp_path(path);
-        let file = fs::File::create(&tmp).at("creating", &tmp)?;
+        // Errors name the destination: the temporary is an implementation detail.
+        let file = fs::File::create(&tmp).at("writing", path)?;
         Ok(AtomicFile {
             path: path.to_owned(),
             tmp,
@@ -65,7 +69,7 @@ impl AtomicFile {
 
     /// Syncs `file` (the one [`AtomicFile::take_file`] gave out) and renames it into place.
     pub fn commit_file(mut self, file: fs::File) -> Result<()> {
-        file.sync_all().at("syncing", &self.tmp)?;
+        file.sync_all().at("writing", &self.path)?;
         drop(file);
         fs::rename(&self.tmp, &self.path).at("renaming into", &self.path)?;
         self.tmp = PathBuf::new();
@@ -84,6 +88,7 @@ impl Drop for AtomicFile {
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut file = AtomicFile::create(path)?;
-    file.file().write_all(bytes).at("writing", &file.tmp)?;
+    let path_for_errors = file.path.clone();
+    file.file().write_all(bytes).at("writing", &path_for_errors)?;
     file.commit()
 }

@@ -156,15 +156,34 @@ fn convert_reports_failures_hits_cache_and_rekeys_on_change() {
         .status
         .success());
     assert!(!Path::new(&entry).exists());
-    let gc = kiln(&[
+    let gc_args = [
         "cache",
         "gc",
         "--cache",
         cache.to_str().unwrap(),
         "--max-size",
         "0",
-    ]);
+    ];
+    // Entries just converted (or read) are kept by default: a job may be about to open them.
+    let kept = kiln(&gc_args);
+    assert!(kept.status.success(), "{}", stderr(&kept));
+    assert_eq!(String::from_utf8_lossy(&kept.stdout), "");
+    // A directory that is not a kiln entry is never touched, whatever the limits.
+    std::fs::create_dir_all(cache.join("photos")).unwrap();
+    std::fs::write(cache.join("photos/cat.jpg"), b"not kiln's").unwrap();
+    let refused = kiln(&["cache", "rm", "photos", "--cache", cache.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("not a kiln cache entry"),
+        "{}",
+        stderr(&refused)
+    );
+    let gc = kiln(&[&gc_args[..], &["--keep-recent", "0s"]].concat());
     assert!(gc.status.success(), "{}", stderr(&gc));
+    assert!(
+        cache.join("photos/cat.jpg").is_file(),
+        "gc deleted a user's directory"
+    );
     assert_eq!(
         json(&kiln(&[
             "cache",

@@ -12,7 +12,12 @@ use crate::items::SourceItem;
 
 /// The content hash naming an entry: the source listing (path, size, version), the spec, the
 /// label rule, the materialisation mode and the kernel and format versions.
-pub fn cache_key(items: &[SourceItem], spec: &serde_json::Value, label_rule: &str, materialize: &str) -> String {
+pub fn cache_key(
+    items: &[SourceItem],
+    spec: &serde_json::Value,
+    label_rule: &str,
+    materialize: &str,
+) -> String {
     let mut h = Sha256::new();
     h.update(format!(
         "kiln-cache v{FORMAT_VERSION} kernels v{}\n",

@@ -157,7 +157,10 @@ impl Manifest {
                 && !shard.file.contains(['/', '\\', '\0'])
                 && Path::new(&shard.file).file_name() == Some(shard.file.as_ref());
             if !plain {
-                return bad(format!("shard file {:?} is not a file name inside the entry", shard.file));
+                return bad(format!(
+                    "shard file {:?} is not a file name inside the entry",
+                    shard.file
+                ));
             }
             if !names.insert(shard.file.as_str()) {
                 return bad(format!("shard {} is listed twice", shard.file));
@@ -169,14 +172,20 @@ impl Manifest {
                 ));
             }
             if shard.sha256.len() != 64 || !shard.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return bad(format!("shard {}: sha256 {:?} is not a SHA-256", shard.file, shard.sha256));
+                return bad(format!(
+                    "shard {}: sha256 {:?} is not a SHA-256",
+                    shard.file, shard.sha256
+                ));
             }
             rows = rows
                 .checked_add(shard.rows)
                 .ok_or_else(|| Error::entry(entry, "row counts overflow"))?;
         }
         if rows != self.rows {
-            return bad(format!("its shards hold {rows} rows, the manifest says {}", self.rows));
+            return bad(format!(
+                "its shards hold {rows} rows, the manifest says {}",
+                self.rows
+            ));
         }
         Ok(())
     }
@@ -187,11 +196,17 @@ pub fn read_manifest(entry: &Path) -> Result<Manifest> {
     let path = entry.join(MANIFEST);
     let text = match fs::metadata(&path) {
         Ok(meta) if meta.len() > MAX_MANIFEST_BYTES => {
-            return Err(Error::entry(entry, format!("{MANIFEST} is {} bytes, too large", meta.len())))
+            return Err(Error::entry(
+                entry,
+                format!("{MANIFEST} is {} bytes, too large", meta.len()),
+            ))
         }
         Ok(_) => fs::read_to_string(&path).map_err(|e| Error::io("reading", &path, e))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::entry(entry, format!("not a complete cache entry (no {MANIFEST})")))
+            return Err(Error::entry(
+                entry,
+                format!("not a complete cache entry (no {MANIFEST})"),
+            ))
         }
         Err(e) => return Err(Error::io("reading", &path, e)),
     };

@@ -61,13 +61,17 @@ impl From<OnErrorArg> for OnError {
 pub fn default_cache() -> PathBuf {
     std::env::var_os("KILN_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".cache/kiln/datasets"))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".cache/kiln/datasets")
+        })
 }
 
 /// Parses sizes like `512MiB`, `2GB`, `1000` (whole bytes, at most 2^63).
 pub fn parse_size(flag: &str, text: &str) -> Result<u64> {
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
     let value: f64 = number
         .parse()
@@ -92,7 +96,8 @@ pub fn parse_size(flag: &str, text: &str) -> Result<u64> {
 }
 
 pub fn parse_duration(flag: &str, text: &str) -> Result<Duration> {
-    humantime::parse_duration(text).with_context(|| format!("invalid {flag} {text:?}: expected e.g. 7d, 12h, 30s"))
+    humantime::parse_duration(text)
+        .with_context(|| format!("invalid {flag} {text:?}: expected e.g. 7d, 12h, 30s"))
 }
 
 /// `i/n`: this worker's shard.
@@ -101,8 +106,12 @@ pub fn parse_shard(text: &str) -> Result<(u64, u64)> {
         .split_once('/')
         .with_context(|| format!("--shard {text:?}: expected i/n"))?;
     let (i, n): (u64, u64) = (
-        i.trim().parse().with_context(|| format!("--shard {text:?}: i is not a number"))?,
-        n.trim().parse().with_context(|| format!("--shard {text:?}: n is not a number"))?,
+        i.trim()
+            .parse()
+            .with_context(|| format!("--shard {text:?}: i is not a number"))?,
+        n.trim()
+            .parse()
+            .with_context(|| format!("--shard {text:?}: n is not a number"))?,
     );
     if n == 0 || i >= n {
         bail!("--shard {text:?}: need 0 <= i < n");

@@ -258,7 +258,9 @@ fn run_cache(command: CacheCommand) -> Result<()> {
             }
             let options = GcOptions {
                 max_size: max_size.map(|s| parse_size("--max-size", &s)).transpose()?,
-                max_age: max_age.map(|a| args::parse_duration("--max-age", &a)).transpose()?,
+                max_age: max_age
+                    .map(|a| args::parse_duration("--max-age", &a))
+                    .transpose()?,
                 keep_recent: args::parse_duration("--keep-recent", &keep_recent)?,
             };
             for key in gc(&cache.unwrap_or_else(default_cache), options)? {
@@ -316,6 +318,22 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The error and its causes, like anyhow's `{:#}`, leaving out a cause its parent's message
+/// already quotes (library errors name their cause in their own message).
+fn message(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+    }
+    text
+}
+
 pub fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -327,7 +345,7 @@ pub fn main() -> ExitCode {
             }) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("kiln: error: {e:#}");
+            eprintln!("kiln: error: {}", message(&e));
             ExitCode::FAILURE
         }
     }

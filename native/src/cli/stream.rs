@@ -86,7 +86,8 @@ pub fn run(args: StreamArgs) -> Result<()> {
     let device_output = backend.gpu().is_some() && fixed.is_some();
     builder = builder.backend(backend.clone()).device_output(device_output);
     if let Some(path) = &args.resume {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading state {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading state {}", path.display()))?;
         let state: LoaderState =
             serde_json::from_str(&text).with_context(|| format!("invalid state {}", path.display()))?;
         builder = builder.resume(state);

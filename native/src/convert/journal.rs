@@ -67,7 +67,9 @@ pub(super) fn append(entry: &Path, record: &JournalRecord) -> Result<()> {
 pub(super) fn remove(entry: &Path) -> Result<()> {
     let path = entry.join(JOURNAL);
     match fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(crate::error::Error::io("removing", &path, e)),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(crate::error::Error::io("removing", &path, e))
+        }
         _ => Ok(()),
     }
 }

@@ -126,10 +126,16 @@ async fn convert_async(opts: &ConvertOptions) -> Result<ConvertReport> {
         if retry.is_empty() {
             return Ok(report(&manifest, true, 0, 0));
         }
-        let written = write::write_items(opts, &job, &entry, retry.clone(), manifest.shards.len(), false).await?;
+        let written =
+            write::write_items(opts, &job, &entry, retry.clone(), manifest.shards.len(), false).await?;
         manifest.rows += written.rows;
         manifest.shards.extend(written.shards);
-        manifest.failed = job.listing_failures.iter().cloned().chain(written.failed).collect();
+        manifest.failed = job
+            .listing_failures
+            .iter()
+            .cloned()
+            .chain(written.failed)
+            .collect();
         write_manifest(&entry, &manifest)?;
         return Ok(report(&manifest, true, retry.len(), 0));
     }
@@ -140,7 +146,12 @@ async fn convert_async(opts: &ConvertOptions) -> Result<ConvertReport> {
     let written = write::write_items(opts, &job, &entry, pending, resumed.shards.len(), true).await?;
     let rows = resumed.shards.iter().map(|s| s.rows).sum::<u64>() + written.rows;
     let item_failures: Vec<Failure> = resumed.failed.into_iter().chain(written.failed).collect();
-    let failed: Vec<Failure> = job.listing_failures.iter().cloned().chain(item_failures).collect();
+    let failed: Vec<Failure> = job
+        .listing_failures
+        .iter()
+        .cloned()
+        .chain(item_failures)
+        .collect();
     if rows == 0 {
         // Nothing to cache: the next run starts over rather than finding a cached failure.
         journal::remove(&entry)?;

@@ -80,7 +80,12 @@ pub(super) async fn plan(opts: &ConvertOptions, layout: Layout) -> Result<Job> {
             opts.labels.describe()
         ),
     };
-    let key = cache_key(&listing.items, &opts.spec.json, &label_rule, opts.materialize.name());
+    let key = cache_key(
+        &listing.items,
+        &opts.spec.json,
+        &label_rule,
+        opts.materialize.name(),
+    );
     Ok(Job {
         source: std::sync::Arc::new(source),
         items: listing.items,

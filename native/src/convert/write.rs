@@ -33,9 +33,11 @@ fn progress_bar(total: u64, visible: bool) -> ProgressBar {
         ProgressBar::hidden()
     };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} converting [{bar:30}] {pos}/{len} items {per_sec} eta {eta} {msg}")
-            .expect("template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{spinner} converting [{bar:30}] {pos}/{len} items {per_sec} eta {eta} {msg}",
+        )
+        .expect("template")
+        .progress_chars("=> "),
     );
     bar
 }

@@ -153,7 +153,9 @@ pub fn export(entry_dir: &Path, out_dir: &Path) -> Result<(Vec<PathBuf>, u64)> {
                 rows += 1;
             }
         }
-        let inner = out.into_inner().map_err(|e| Error::io("writing", &path, e.into_error()))?;
+        let inner = out
+            .into_inner()
+            .map_err(|e| Error::io("writing", &path, e.into_error()))?;
         file.commit_file(inner)?;
         files.push(path);
     }

@@ -49,9 +49,9 @@ impl LabelRule {
     }
 
     pub fn from_regex(pattern: &str) -> Result<Self> {
-        Ok(LabelRule::Regex(
-            Regex::new(pattern).map_err(|e| Error::invalid("--label-regex", format!("{pattern:?}: {e}")))?,
-        ))
+        Ok(LabelRule::Regex(Regex::new(pattern).map_err(|e| {
+            Error::invalid("--label-regex", format!("{pattern:?}: {e}"))
+        })?))
     }
 
     /// Reads a labels file: CSV with a `path,label` header (the format the labeling tool

@@ -46,7 +46,10 @@ pub struct Listing {
 #[derive(Debug)]
 enum Store {
     Local(PathBuf),
-    Remote { store: Arc<dyn ObjectStore>, prefix: StorePath },
+    Remote {
+        store: Arc<dyn ObjectStore>,
+        prefix: StorePath,
+    },
 }
 
 /// A source: where it is and how to read it.
@@ -190,14 +193,15 @@ impl Source {
             }
             Store::Remote { store, prefix } => {
                 let prefix_opt = (!prefix.as_ref().is_empty()).then_some(prefix);
-                let metas: Vec<_> = store
-                    .list(prefix_opt)
-                    .try_collect()
-                    .await
-                    .map_err(|e| Error::Source {
-                        location: self.location.clone(),
-                        message: format!("listing: {e}"),
-                    })?;
+                let metas: Vec<_> =
+                    store
+                        .list(prefix_opt)
+                        .try_collect()
+                        .await
+                        .map_err(|e| Error::Source {
+                            location: self.location.clone(),
+                            message: format!("listing: {e}"),
+                        })?;
                 let items = metas
                     .into_iter()
                     .map(|meta| {
@@ -209,7 +213,10 @@ impl Source {
                         SourceItem {
                             path: relative.to_owned(),
                             size: meta.size,
-                            version: meta.e_tag.clone().unwrap_or_else(|| meta.last_modified.to_rfc3339()),
+                            version: meta
+                                .e_tag
+                                .clone()
+                                .unwrap_or_else(|| meta.last_modified.to_rfc3339()),
                             local: None,
                         }
                     })

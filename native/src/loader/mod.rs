@@ -170,7 +170,10 @@ impl LoaderBuilder {
         if c.shard_count == 0 || c.cur_shard >= c.shard_count {
             return Err(Error::invalid(
                 "shard",
-                format!("{}/{}: cur_shard must be below shard_count", c.cur_shard, c.shard_count),
+                format!(
+                    "{}/{}: cur_shard must be below shard_count",
+                    c.cur_shard, c.shard_count
+                ),
             ));
         }
         let entry = EntryReader::open(&self.entry)?;
@@ -190,7 +193,10 @@ impl LoaderBuilder {
         if state.position > per_worker {
             return Err(Error::invalid(
                 "resume state",
-                format!("position {} is past this worker's {per_worker} rows", state.position),
+                format!(
+                    "position {} is past this worker's {per_worker} rows",
+                    state.position
+                ),
             ));
         }
         let raw = match entry.manifest.materialize {
@@ -231,20 +237,22 @@ impl LoaderBuilder {
             })
             .map_err(|e| Error::io("starting", "the loader thread", e))?;
         Ok(Loader {
-            receiver,
+            receiver: Some(receiver),
             state,
             per_worker,
             batch_size: self.config.batch_size,
             drop_last: self.config.drop_last,
             producer: Some(producer),
             finished,
+            failed: false,
         })
     }
 }
 
 /// Streams batches; see the module docs.
 pub struct Loader {
-    receiver: Receiver<Result<Batch>>,
+    /// `None` only while dropping.
+    receiver: Option<Receiver<Result<Batch>>>,
     state: LoaderState,
     per_worker: u64,
     batch_size: usize,
@@ -252,11 +260,26 @@ pub struct Loader {
     producer: Option<JoinHandle<()>>,
     /// Set by the producer when it delivered every epoch asked for.
     finished: Arc<AtomicBool>,
+    /// An error was handed out (the producer stops after sending one).
+    failed: bool,
+}
+
+impl Drop for Loader {
+    /// Stops the producer and waits for it, so the entry (and its reader lock) is released
+    /// when the loader is gone.
+    fn drop(&mut self) {
+        drop(self.receiver.take());
+        if let Some(producer) = self.producer.take() {
+            let _ = producer.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for Loader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Loader").field("state", &self.state).finish_non_exhaustive()
+        f.debug_struct("Loader")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
     }
 }
 
@@ -306,10 +329,11 @@ impl Iterator for Loader {
     type Item = Result<Batch>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        match self.receiver.recv() {
+        match self.receiver.as_ref()?.recv() {
             Ok(item) => {
-                if let Ok(batch) = &item {
-                    self.state = batch.state_after;
+                match &item {
+                    Ok(batch) => self.state = batch.state_after,
+                    Err(_) => self.failed = true,
                 }
                 Some(item)
             }
@@ -318,8 +342,11 @@ impl Iterator for Loader {
                 let producer = self.producer.take()?;
                 match producer.join() {
                     Err(panic) => Some(Err(Error::panicked("the loader thread", panic))),
-                    Ok(()) if !self.finished.load(Ordering::SeqCst) => None,
-                    Ok(()) => None,
+                    // It finished its epochs, or it stopped after sending its error.
+                    Ok(()) => {
+                        debug_assert!(self.finished.load(Ordering::SeqCst) || self.failed);
+                        None
+                    }
                 }
             }
         }

@@ -32,17 +32,31 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
 
 /// Runs `work` over `0..n` in up to `threads` scoped threads, keeping order; a panicking
 /// thread is an error, not a crash.
-fn parallel_map<T: Send>(n: usize, threads: usize, work: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
+fn parallel_map<T: Send>(
+    n: usize,
+    threads: usize,
+    work: impl Fn(usize) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
     let chunk = n.div_ceil(threads.clamp(1, n.max(1))).max(1);
     std::thread::scope(|scope| {
         let work = &work;
         let handles: Vec<_> = (0..n)
             .step_by(chunk)
-            .map(|from| scope.spawn(move || (from..(from + chunk).min(n)).map(work).collect::<Result<Vec<T>>>()))
+            .map(|from| {
+                scope.spawn(move || {
+                    (from..(from + chunk).min(n))
+                        .map(work)
+                        .collect::<Result<Vec<T>>>()
+                })
+            })
             .collect();
         let mut out = Vec::with_capacity(n);
         for handle in handles {
-            out.extend(handle.join().map_err(|p| Error::panicked("a loader transform thread", p))??);
+            out.extend(
+                handle
+                    .join()
+                    .map_err(|p| Error::panicked("a loader transform thread", p))??,
+            );
         }
         Ok(out)
     })
@@ -56,7 +70,9 @@ impl Producer {
         } else {
             self.config.batch_size
         };
-        (window / smallest + 3).min(self.entry.blocks.len().max(1)).min(256)
+        (window / smallest + 3)
+            .min(self.entry.blocks.len().max(1))
+            .min(256)
     }
 
     fn block(&mut self, index: usize) -> Result<RecordBatch> {
@@ -72,7 +88,9 @@ impl Producer {
     }
 
     fn block_of(&self, row: u64) -> usize {
-        self.entry.blocks.partition_point(|blk| blk.start + blk.rows <= row)
+        self.entry
+            .blocks
+            .partition_point(|blk| blk.start + blk.rows <= row)
     }
 
     fn gather(&mut self, rows: &[u64]) -> Result<RecordBatch> {
@@ -121,10 +139,12 @@ impl Producer {
         let content = column::<BinaryArray>(&batch, "content")?;
         let backend = &self.config.backend;
         let rows = parallel_map(batch.num_rows(), self.config.threads, |i| {
-            let tensor = pipeline.run(backend as &dyn Backend, content.value(i)).map_err(|source| Error::Item {
-                path: format!("{} (row {})", paths.value(i), ids.value(i)),
-                source,
-            })?;
+            let tensor = pipeline
+                .run(backend as &dyn Backend, content.value(i))
+                .map_err(|source| Error::Item {
+                    path: format!("{} (row {})", paths.value(i), ids.value(i)),
+                    source,
+                })?;
             Ok(Row {
                 row_id: ids.value(i),
                 path: paths.value(i).to_owned(),
@@ -242,12 +262,14 @@ impl Producer {
                         position: end as u64,
                     }
                 };
-                let batch = self.make_batch(&order[position..end]).map(|(records, device)| Batch {
-                    records,
-                    device,
-                    epoch,
-                    state_after,
-                });
+                let batch = self
+                    .make_batch(&order[position..end])
+                    .map(|(records, device)| Batch {
+                        records,
+                        device,
+                        epoch,
+                        state_after,
+                    });
                 let failed = batch.is_err();
                 if !send(batch) || failed {
                     return false;

@@ -40,7 +40,9 @@ impl EntryReader {
         let layout = match (&manifest.materialize, &manifest.tensor) {
             (Materialize::Raw, _) => Layout::Raw,
             (Materialize::Tensor, Some(info)) => Layout::Tensor(info.clone()),
-            (Materialize::Tensor, None) => return Err(Error::entry(&dir, "tensor entry without tensor info")),
+            (Materialize::Tensor, None) => {
+                return Err(Error::entry(&dir, "tensor entry without tensor info"))
+            }
         };
         let mut blocks = Vec::new();
         let mut start = 0;

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 
 use super::{schema, Layout};
 use crate::cache::{hex, ShardInfo};
@@ -30,7 +32,9 @@ fn hash_open_file(file: &mut fs::File, path: &Path) -> Result<(u64, String)> {
     let mut chunk = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
-        let n = file.read(&mut chunk).map_err(|e| Error::shard(path, format!("unreadable: {e}")))?;
+        let n = file
+            .read(&mut chunk)
+            .map_err(|e| Error::shard(path, format!("unreadable: {e}")))?;
         if n == 0 {
             break;
         }
@@ -52,7 +56,10 @@ impl ShardReader {
         if size != info.bytes {
             return Err(Error::shard(
                 &path,
-                format!("is {size} bytes, the manifest says {} (truncated or replaced)", info.bytes),
+                format!(
+                    "is {size} bytes, the manifest says {} (truncated or replaced)",
+                    info.bytes
+                ),
             ));
         }
         let (read, sha256) = hash_open_file(&mut file, &path)?;
@@ -78,7 +85,11 @@ impl ShardReader {
         if fields(&schema) != fields(&expected) {
             return Err(Error::shard(
                 &path,
-                format!("columns {:?} are not the entry's {:?}", fields(&schema), fields(&expected)),
+                format!(
+                    "columns {:?} are not the entry's {:?}",
+                    fields(&schema),
+                    fields(&expected)
+                ),
             ));
         }
         let row_groups: Vec<u64> = metadata
@@ -90,7 +101,10 @@ impl ShardReader {
         if row_groups != info.row_groups {
             return Err(Error::shard(
                 &path,
-                format!("row groups {row_groups:?} differ from the manifest's {:?}", info.row_groups),
+                format!(
+                    "row groups {row_groups:?} differ from the manifest's {:?}",
+                    info.row_groups
+                ),
             ));
         }
         Ok(ShardReader {

@@ -64,47 +64,53 @@ fn bad(problem: impl Into<String>) -> Error {
 impl TensorColumn {
     /// Decodes `batch`'s tensor column; `fixed_shape` is the entry's shape when fixed.
     pub fn from_batch(batch: &RecordBatch, fixed_shape: Option<&[usize]>) -> Result<TensorColumn> {
-        let column = batch.column_by_name("tensor").ok_or_else(|| bad("no `tensor` column"))?;
+        let column = batch
+            .column_by_name("tensor")
+            .ok_or_else(|| bad("no `tensor` column"))?;
         let n = batch.num_rows();
-        let (values, ranges, shapes) = if let Some(list) = column.as_any().downcast_ref::<FixedSizeListArray>() {
-            let shape = fixed_shape.ok_or_else(|| bad("fixed-size tensors without a fixed shape"))?;
-            let width = list.value_length() as usize;
-            if shape.iter().product::<usize>() != width {
-                return Err(bad(format!("rows of {width} values cannot have shape {shape:?}")));
-            }
-            let start = list.offset() * width;
-            let values = list.values().slice(start, n * width);
-            let ranges = (0..n).map(|i| (i * width, (i + 1) * width)).collect();
-            (values, ranges, vec![shape.to_vec(); n])
-        } else if let Some(list) = column.as_any().downcast_ref::<ListArray>() {
-            let shape_column = batch
-                .column_by_name("shape")
-                .and_then(|c| c.as_any().downcast_ref::<ListArray>())
-                .ok_or_else(|| bad("variable-size tensors without a `shape` list column"))?;
-            let offsets = list.value_offsets();
-            let base = offsets[0] as usize;
-            let values = list.values().slice(base, offsets[n] as usize - base);
-            let mut ranges = Vec::with_capacity(n);
-            let mut shapes = Vec::with_capacity(n);
-            for i in 0..n {
-                let dims = shape_column.value(i);
-                let dims = dims
-                    .as_any()
-                    .downcast_ref::<UInt32Array>()
-                    .ok_or_else(|| bad("`shape` is not a list of uint32"))?;
-                let shape: Vec<usize> = dims.values().iter().map(|&d| d as usize).collect();
-                let (from, to) = (offsets[i] as usize - base, offsets[i + 1] as usize - base);
-                let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-                if count != Some(to - from) {
-                    return Err(bad(format!("row {i} has {} values but shape {shape:?}", to - from)));
+        let (values, ranges, shapes) =
+            if let Some(list) = column.as_any().downcast_ref::<FixedSizeListArray>() {
+                let shape = fixed_shape.ok_or_else(|| bad("fixed-size tensors without a fixed shape"))?;
+                let width = list.value_length() as usize;
+                if shape.iter().product::<usize>() != width {
+                    return Err(bad(format!("rows of {width} values cannot have shape {shape:?}")));
                 }
-                ranges.push((from, to));
-                shapes.push(shape);
-            }
-            (values, ranges, shapes)
-        } else {
-            return Err(bad(format!("`tensor` is {}, not a list", column.data_type())));
-        };
+                let start = list.offset() * width;
+                let values = list.values().slice(start, n * width);
+                let ranges = (0..n).map(|i| (i * width, (i + 1) * width)).collect();
+                (values, ranges, vec![shape.to_vec(); n])
+            } else if let Some(list) = column.as_any().downcast_ref::<ListArray>() {
+                let shape_column = batch
+                    .column_by_name("shape")
+                    .and_then(|c| c.as_any().downcast_ref::<ListArray>())
+                    .ok_or_else(|| bad("variable-size tensors without a `shape` list column"))?;
+                let offsets = list.value_offsets();
+                let base = offsets[0] as usize;
+                let values = list.values().slice(base, offsets[n] as usize - base);
+                let mut ranges = Vec::with_capacity(n);
+                let mut shapes = Vec::with_capacity(n);
+                for i in 0..n {
+                    let dims = shape_column.value(i);
+                    let dims = dims
+                        .as_any()
+                        .downcast_ref::<UInt32Array>()
+                        .ok_or_else(|| bad("`shape` is not a list of uint32"))?;
+                    let shape: Vec<usize> = dims.values().iter().map(|&d| d as usize).collect();
+                    let (from, to) = (offsets[i] as usize - base, offsets[i + 1] as usize - base);
+                    let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+                    if count != Some(to - from) {
+                        return Err(bad(format!(
+                            "row {i} has {} values but shape {shape:?}",
+                            to - from
+                        )));
+                    }
+                    ranges.push((from, to));
+                    shapes.push(shape);
+                }
+                (values, ranges, shapes)
+            } else {
+                return Err(bad(format!("`tensor` is {}, not a list", column.data_type())));
+            };
         let elements = if let Some(f) = values.as_any().downcast_ref::<Float32Array>() {
             Elements::F32(f.clone())
         } else if let Some(u) = values.as_any().downcast_ref::<UInt8Array>() {

@@ -26,7 +26,9 @@ pub fn to_batch(schema: &SchemaRef, layout: &Layout, rows: &[Row]) -> Result<Rec
     let mismatch = |what: &str| Error::invalid("rows", format!("{what} in a {layout:?} shard"));
     let mut columns: Vec<ArrayRef> = vec![
         Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.row_id))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.path.as_str()))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.path.as_str()),
+        )),
         Arc::new(StringArray::from_iter(rows.iter().map(|r| r.label.as_deref()))),
         Arc::new(Int32Array::from_iter(rows.iter().map(|r| r.label_index))),
     ];
@@ -68,8 +70,9 @@ pub fn to_batch(schema: &SchemaRef, layout: &Layout, rows: &[Row]) -> Result<Rec
             };
             match &info.shape {
                 Some(shape) => {
-                    let n = i32::try_from(shape.iter().product::<usize>())
-                        .map_err(|_| Error::invalid("tensor shape", format!("{shape:?} is too large for a row")))?;
+                    let n = i32::try_from(shape.iter().product::<usize>()).map_err(|_| {
+                        Error::invalid("tensor shape", format!("{shape:?} is too large for a row"))
+                    })?;
                     columns.push(Arc::new(FixedSizeListArray::try_new(item, n, values, None)?));
                 }
                 None => {
