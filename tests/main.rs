@@ -5,6 +5,8 @@ mod backends;
 mod compare;
 mod conformance;
 mod errors;
+mod gpu_backend;
+mod gpu_limits;
 mod refdata;
 mod shaders;
 mod wav_formats;

@@ -38,7 +38,7 @@ pub use backend::{Backend, CpuBackend};
 pub use error::{Error, Result};
 pub use pipeline::Pipeline;
 pub use plan::{Plan, PlanKey, Step};
-pub use spec::Spec;
+pub use spec::{Spec, SpecOutput};
 pub use tensor::{DType, Tensor, TensorData};
 
 /// Bumped whenever a kernel's numbers change, so caches keyed on it are invalidated.

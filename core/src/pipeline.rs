@@ -69,14 +69,7 @@ impl Pipeline {
             }
             Op::DecodeImage { mode } => {
                 let image = decode_image(bytes, *mode)?;
-                let channels = image.mode.channels();
-                let dims = ImageDims {
-                    height: image.height,
-                    width: image.width,
-                    channels,
-                    chw: false,
-                    channel_axis: channels > 1,
-                };
+                let dims = ImageDims::decoded(image.height, image.width, image.mode);
                 Ok((Tensor::u8(dims.shape(), image.pixels), PlanKey::Image(dims)))
             }
             _ => unreachable!("Spec guarantees a decode op first"),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::audio::{mel::MelFilterbank, mfcc::dct_matrix, stft::StftPlan};
 use crate::error::{Error, Result};
 use crate::image::{ops::center_crop_offset, resize::ResizePlan, ImageDims};
-use crate::spec::{DbParams, Layout, MelNorm, Op, Spec};
+use crate::spec::{DbParams, MelNorm, Op, Spec};
 
 /// What a plan depends on besides the spec. Audio plans do not depend on the clip length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -139,20 +139,12 @@ impl Plan {
                             format!("a {}x{} image would resize to an empty image", d.width, d.height),
                         ));
                     }
-                    dims = Some(ImageDims {
-                        height: plan.out_height,
-                        width: plan.out_width,
-                        ..d
-                    });
+                    dims = Some(d.with_size(plan.out_height, plan.out_width));
                     Step::Resize(Arc::new(plan))
                 }
                 Op::CenterCrop { height, width } => {
                     let d = dims.expect("spec order checked");
-                    let output = ImageDims {
-                        height: *height,
-                        width: *width,
-                        ..d
-                    };
+                    let output = d.with_size(*height, *width);
                     dims = Some(output);
                     Step::CenterCrop {
                         input: d,
@@ -183,11 +175,7 @@ impl Plan {
                 }
                 Op::Layout { to } => {
                     let d = dims.expect("spec order checked");
-                    let output = ImageDims {
-                        chw: *to == Layout::Chw,
-                        channel_axis: true,
-                        ..d
-                    };
+                    let output = d.laid_out(*to);
                     dims = Some(output);
                     Step::Layout { input: d, output }
                 }

@@ -6,6 +6,8 @@
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result, SpecLocation};
+use crate::image::ImageDims;
+use crate::tensor::DType;
 
 /// A validated transform spec.
 #[derive(Debug, Clone, PartialEq)]
@@ -228,66 +230,139 @@ impl Spec {
 
     /// Checks that every op receives the kind of data it accepts.
     fn check_order(&self) -> Result<()> {
-        #[derive(PartialEq, Clone, Copy)]
-        enum Stage {
-            Waveform,
-            Complex,
-            Spectrogram,
-            MelSpectrogram,
-            Decibels { mel: bool },
-            Cepstrum,
-            ImageU8,
-            ImageF32,
+        self.walk().map(|_| ()).map_err(|(_, error)| error)
+    }
+
+    /// The dtype of what the spec produces, and its shape where every input gives the same one.
+    ///
+    /// The shape is fixed only for image specs that decode to a given `mode` and whose last
+    /// `resize`/`center_crop` sets an exact size; it is `None` for audio (the clip length
+    /// varies), for `decode_image` without `mode` (the file's mode decides the channels) and for
+    /// sizes that follow the input (`resize` with `shorter_side` and no crop after it). The
+    /// dtype is `C64` for a spec ending with a bare `stft`.
+    pub fn output(&self) -> SpecOutput {
+        // A validated spec always walks to the end; a hand-built invalid one keeps the last
+        // stage it reached rather than panicking.
+        let stage = self.walk().unwrap_or_else(|(stage, _)| stage);
+        SpecOutput {
+            dtype: stage.dtype(),
+            shape: self.fixed_shape(),
         }
-        let mut stage = match self.ops[0] {
-            Op::LoadAudio(_) => Stage::Waveform,
-            Op::DecodeImage { .. } => Stage::ImageU8,
-            ref other => {
-                return Err(op_error(
-                    0,
-                    other.name(),
-                    None,
-                    "the first op must be `load_audio` or `decode_image`",
+    }
+
+    fn fixed_shape(&self) -> Option<Vec<usize>> {
+        let Some(Op::DecodeImage { mode: Some(mode) }) = self.ops.first() else {
+            return None;
+        };
+        // The size is a placeholder until a `resize`/`center_crop` fixes it; channels and
+        // layout follow the same rules as the plan's (`ImageDims`).
+        let mut dims = ImageDims::decoded(0, 0, *mode);
+        let mut fixed = false;
+        for op in &self.ops[1..] {
+            match op {
+                Op::Resize(ResizeParams {
+                    size: ResizeSize::Exact { height, width },
+                    ..
+                }) => {
+                    dims = dims.with_size(*height, *width);
+                    fixed = true;
+                }
+                Op::Resize(_) => fixed = false,
+                Op::CenterCrop { height, width } => {
+                    dims = dims.with_size(*height, *width);
+                    fixed = true;
+                }
+                Op::Layout { to } => dims = dims.laid_out(*to),
+                _ => {}
+            }
+        }
+        fixed.then(|| dims.shape())
+    }
+
+    /// Follows the data through the ops: the stage after the last op, or the first op that does
+    /// not accept its input (with the stage reached before it).
+    fn walk(&self) -> std::result::Result<Stage, (Stage, Error)> {
+        let mut stage = match self.ops.first() {
+            Some(Op::LoadAudio(_)) => Stage::Waveform,
+            Some(Op::DecodeImage { .. }) => Stage::ImageU8 { laid_out: false },
+            Some(other) => {
+                let why = "the first op must be `load_audio` or `decode_image`";
+                return Err((Stage::Waveform, op_error(0, other.name(), None, why)));
+            }
+            None => {
+                return Err((
+                    Stage::Waveform,
+                    spec_error(Some("ops"), "must contain at least one op"),
                 ))
             }
         };
-        let mut laid_out = false;
         for (index, op) in self.ops.iter().enumerate().skip(1) {
-            let fail = |why: &str| Err(op_error(index, op.name(), None, why));
-            stage = match (op, stage) {
-                (Op::LoadAudio(_) | Op::DecodeImage { .. }, _) => return fail("may only be the first op"),
-                (Op::Stft(_), Stage::Waveform) => Stage::Complex,
-                (Op::Stft(_), _) => return fail("needs a waveform (directly after `load_audio`)"),
-                (Op::Magnitude { .. }, Stage::Complex) => Stage::Spectrogram,
-                (Op::Magnitude { .. }, _) => return fail("needs a complex STFT (after `stft`)"),
-                (Op::Mel(_), Stage::Spectrogram) => Stage::MelSpectrogram,
-                (Op::Mel(_), _) => return fail("needs a magnitude/power spectrogram (after `magnitude`)"),
-                (Op::PowerToDb(_), Stage::Spectrogram) => Stage::Decibels { mel: false },
-                (Op::PowerToDb(_), Stage::MelSpectrogram) => Stage::Decibels { mel: true },
-                (Op::PowerToDb(_), _) => {
-                    return fail("needs a real spectrogram (after `magnitude` or `mel`)")
-                }
-                (Op::Mfcc { .. }, Stage::Decibels { mel: true }) => Stage::Cepstrum,
-                (Op::Mfcc { .. }, _) => {
-                    return fail("needs a log-power mel spectrogram (`mel` then `power_to_db`)")
-                }
-                (Op::Resize(_), Stage::ImageU8) if !laid_out => Stage::ImageU8,
-                (Op::Resize(_), _) => {
-                    return fail("needs a uint8 HWC image (before `to_float` and `layout`)")
-                }
-                (Op::CenterCrop { .. }, s @ (Stage::ImageU8 | Stage::ImageF32)) => s,
-                (Op::ToFloat, Stage::ImageU8) => Stage::ImageF32,
-                (Op::ToFloat, _) => return fail("needs a uint8 image"),
-                (Op::Normalize { .. }, Stage::ImageF32) => Stage::ImageF32,
-                (Op::Normalize { .. }, _) => return fail("needs a float image (add `to_float` before it)"),
-                (Op::Layout { .. }, s @ (Stage::ImageU8 | Stage::ImageF32)) => {
-                    laid_out = true;
-                    s
-                }
-                (Op::CenterCrop { .. } | Op::Layout { .. }, _) => return fail("needs an image"),
-            };
+            stage = stage
+                .after(op)
+                .map_err(|why| (stage, op_error(index, op.name(), None, why)))?;
         }
-        Ok(())
+        Ok(stage)
+    }
+}
+
+/// What a spec's output is: see [`Spec::output`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecOutput {
+    pub dtype: DType,
+    /// The output shape when every input gives the same one, else `None`.
+    pub shape: Option<Vec<usize>>,
+}
+
+/// The kind of data between two ops.
+#[derive(Debug, PartialEq, Clone, Copy)]
+enum Stage {
+    Waveform,
+    Complex,
+    Spectrogram,
+    MelSpectrogram,
+    Decibels { mel: bool },
+    Cepstrum,
+    ImageU8 { laid_out: bool },
+    ImageF32,
+}
+
+impl Stage {
+    fn dtype(self) -> DType {
+        match self {
+            Stage::Complex => DType::C64,
+            Stage::ImageU8 { .. } => DType::U8,
+            _ => DType::F32,
+        }
+    }
+
+    /// The stage after `op`, or why `op` cannot take this stage's data.
+    fn after(self, op: &Op) -> std::result::Result<Stage, &'static str> {
+        Ok(match (op, self) {
+            (Op::LoadAudio(_) | Op::DecodeImage { .. }, _) => return Err("may only be the first op"),
+            (Op::Stft(_), Stage::Waveform) => Stage::Complex,
+            (Op::Stft(_), _) => return Err("needs a waveform (directly after `load_audio`)"),
+            (Op::Magnitude { .. }, Stage::Complex) => Stage::Spectrogram,
+            (Op::Magnitude { .. }, _) => return Err("needs a complex STFT (after `stft`)"),
+            (Op::Mel(_), Stage::Spectrogram) => Stage::MelSpectrogram,
+            (Op::Mel(_), _) => return Err("needs a magnitude/power spectrogram (after `magnitude`)"),
+            (Op::PowerToDb(_), Stage::Spectrogram) => Stage::Decibels { mel: false },
+            (Op::PowerToDb(_), Stage::MelSpectrogram) => Stage::Decibels { mel: true },
+            (Op::PowerToDb(_), _) => return Err("needs a real spectrogram (after `magnitude` or `mel`)"),
+            (Op::Mfcc { .. }, Stage::Decibels { mel: true }) => Stage::Cepstrum,
+            (Op::Mfcc { .. }, _) => {
+                return Err("needs a log-power mel spectrogram (`mel` then `power_to_db`)")
+            }
+            (Op::Resize(_), Stage::ImageU8 { laid_out: false }) => self,
+            (Op::Resize(_), _) => return Err("needs a uint8 HWC image (before `to_float` and `layout`)"),
+            (Op::CenterCrop { .. }, Stage::ImageU8 { .. } | Stage::ImageF32) => self,
+            (Op::ToFloat, Stage::ImageU8 { .. }) => Stage::ImageF32,
+            (Op::ToFloat, _) => return Err("needs a uint8 image"),
+            (Op::Normalize { .. }, Stage::ImageF32) => Stage::ImageF32,
+            (Op::Normalize { .. }, _) => return Err("needs a float image (add `to_float` before it)"),
+            (Op::Layout { .. }, Stage::ImageU8 { .. }) => Stage::ImageU8 { laid_out: true },
+            (Op::Layout { .. }, Stage::ImageF32) => Stage::ImageF32,
+            (Op::CenterCrop { .. } | Op::Layout { .. }, _) => return Err("needs an image"),
+        })
     }
 }
 
@@ -656,4 +731,135 @@ fn parse_op(index: usize, value: &Value) -> Result<Op> {
     };
     r.finish()?;
     Ok(op)
+}
+
+#[cfg(test)]
+mod tests {
+    use image::ImageEncoder;
+
+    use super::*;
+    use crate::{CpuBackend, Pipeline};
+
+    fn output(ops: &str) -> SpecOutput {
+        Spec::from_json(&format!(r#"{{"ops": {ops}}}"#)).unwrap().output()
+    }
+
+    fn png(width: u32, height: u32, color: image::ColorType) -> Vec<u8> {
+        let channels = usize::from(color.channel_count());
+        let pixels = vec![7u8; width as usize * height as usize * channels];
+        let mut bytes = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut bytes)
+            .write_image(&pixels, width, height, color.into())
+            .unwrap();
+        bytes
+    }
+
+    #[test]
+    fn fixed_image_shapes_follow_mode_and_layout() {
+        let cases = [
+            (
+                r#"[{"op": "decode_image", "mode": "RGB"}, {"op": "resize", "height": 4, "width": 6}]"#,
+                vec![4, 6, 3],
+            ),
+            (
+                r#"[{"op": "decode_image", "mode": "RGB"}, {"op": "resize", "height": 4, "width": 6},
+                 {"op": "layout", "to": "chw"}]"#,
+                vec![3, 4, 6],
+            ),
+            (
+                r#"[{"op": "decode_image", "mode": "L"}, {"op": "center_crop", "height": 5, "width": 2}]"#,
+                vec![5, 2],
+            ),
+            (
+                r#"[{"op": "decode_image", "mode": "L"}, {"op": "center_crop", "height": 5, "width": 2},
+                 {"op": "layout", "to": "chw"}]"#,
+                vec![1, 5, 2],
+            ),
+            // `layout` gives mode L a channel axis even when it stays HWC.
+            (
+                r#"[{"op": "decode_image", "mode": "L"}, {"op": "center_crop", "height": 5, "width": 2},
+                 {"op": "layout", "to": "hwc"}]"#,
+                vec![5, 2, 1],
+            ),
+            (
+                r#"[{"op": "decode_image", "mode": "RGBA"}, {"op": "resize", "shorter_side": 9},
+                 {"op": "center_crop", "height": 8, "width": 7}, {"op": "to_float"}]"#,
+                vec![8, 7, 4],
+            ),
+        ];
+        for (ops, shape) in cases {
+            assert_eq!(output(ops).shape, Some(shape), "{ops}");
+        }
+    }
+
+    #[test]
+    fn size_dependent_and_audio_specs_have_no_fixed_shape() {
+        for ops in [
+            r#"[{"op": "decode_image", "mode": "RGB"}]"#,
+            r#"[{"op": "decode_image"}, {"op": "resize", "height": 4, "width": 4}]"#,
+            r#"[{"op": "decode_image", "mode": "RGB"}, {"op": "center_crop", "height": 8, "width": 8},
+                {"op": "resize", "shorter_side": 4}]"#,
+            r#"[{"op": "load_audio"}]"#,
+            r#"[{"op": "load_audio"}, {"op": "stft", "n_fft": 8}, {"op": "magnitude"}, {"op": "mel", "n_mels": 4}]"#,
+        ] {
+            assert_eq!(output(ops).shape, None, "{ops}");
+        }
+    }
+
+    #[test]
+    fn dtypes_follow_the_last_op() {
+        let cases = [
+            (r#"[{"op": "load_audio"}]"#, DType::F32),
+            (
+                r#"[{"op": "load_audio"}, {"op": "stft", "n_fft": 8}]"#,
+                DType::C64,
+            ),
+            (
+                r#"[{"op": "load_audio"}, {"op": "stft", "n_fft": 8}, {"op": "magnitude"}]"#,
+                DType::F32,
+            ),
+            (
+                r#"[{"op": "load_audio"}, {"op": "stft", "n_fft": 8}, {"op": "magnitude"},
+                 {"op": "mel", "n_mels": 4}, {"op": "power_to_db"}, {"op": "mfcc", "n_mfcc": 2}]"#,
+                DType::F32,
+            ),
+            (r#"[{"op": "decode_image"}]"#, DType::U8),
+            (
+                r#"[{"op": "decode_image"}, {"op": "layout", "to": "chw"}]"#,
+                DType::U8,
+            ),
+            (
+                r#"[{"op": "decode_image"}, {"op": "to_float"}, {"op": "layout", "to": "chw"}]"#,
+                DType::F32,
+            ),
+        ];
+        for (ops, dtype) in cases {
+            assert_eq!(output(ops).dtype, dtype, "{ops}");
+        }
+    }
+
+    #[test]
+    fn fixed_shapes_match_what_the_pipeline_produces() {
+        let specs = [
+            r#"[{"op": "decode_image", "mode": "L"}, {"op": "resize", "height": 3, "width": 5}]"#,
+            r#"[{"op": "decode_image", "mode": "L"}, {"op": "center_crop", "height": 3, "width": 5},
+                {"op": "layout", "to": "hwc"}]"#,
+            r#"[{"op": "decode_image", "mode": "RGB"}, {"op": "resize", "shorter_side": 6},
+                {"op": "center_crop", "height": 4, "width": 4}, {"op": "to_float"}, {"op": "layout", "to": "chw"}]"#,
+        ];
+        let inputs = [
+            png(10, 7, image::ColorType::Rgb8),
+            png(3, 12, image::ColorType::L8),
+        ];
+        for ops in specs {
+            let spec = Spec::from_json(&format!(r#"{{"ops": {ops}}}"#)).unwrap();
+            let expected = spec.output();
+            let pipeline = Pipeline::new(spec);
+            for input in &inputs {
+                let tensor = pipeline.run(&CpuBackend, input).unwrap();
+                assert_eq!(Some(tensor.shape.clone()), expected.shape, "{ops}");
+                assert_eq!(tensor.dtype(), expected.dtype, "{ops}");
+            }
+        }
+    }
 }

@@ -1,37 +1,52 @@
 //! kiln-gpu: the GPU backend. WGSL compute kernels, run through `wgpu`, that produce the same
 //! numbers as the CPU reference in `kiln-core`.
 //!
-//! [`GpuBackend::new`] opens the first adapter `wgpu` finds (a GPU, or Mesa's lavapipe on
-//! machines without one); [`GpuBackend::from_device`] takes a caller's device. Pipelines are
-//! built once per backend, plan tables (window, twiddles, filterbank, resize coefficients) once
-//! per plan, and every step of a plan is recorded into one command buffer with a single
-//! readback at the end. Decoding (WAV, PNG, JPEG) stays on the host.
+//! [`AnyBackend::open`] opens the backend a CLI flag or the page chose ([`BackendChoice`]): the
+//! CPU reference or the GPU, one handle either way; [`AnyBackend::gpu`] hands the
+//! [`GpuBackend`] to callers that keep results on the device ([`GpuBackend::execute_resident`],
+//! [`GpuBackend::stack`]). [`GpuBackend::new`] opens the first adapter `wgpu` finds (a GPU, or
+//! Mesa's lavapipe on machines without one); [`GpuBackend::from_device`] takes a caller's
+//! device. Pipelines are built once per backend, plan tables (window, twiddles, filterbank,
+//! resize coefficients) once per plan, and every step of a plan is recorded into one command
+//! buffer with a single readback at the end. Decoding (WAV, PNG, JPEG) stays on the host.
+//!
+//! Every submission runs inside error scopes, and every buffer and dispatch is checked against
+//! the device's limits before it is made: a device error or an input too large for the device
+//! is a [`BackendError`], never a panic. Each shader's parameters are a `#[repr(C)]` struct
+//! laid out exactly as its WGSL uniform (a test compares the two through naga).
 //!
 //! ```no_run
 //! use kiln_core::{Pipeline, Spec};
-//! use kiln_gpu::GpuBackend;
+//! use kiln_gpu::{AnyBackend, BackendChoice};
 //!
 //! let spec = Spec::from_json(r#"{"ops": [{"op": "decode_image", "mode": "RGB"},
 //!     {"op": "resize", "height": 224, "width": 224, "filter": "bicubic"}]}"#)?;
-//! let gpu = GpuBackend::new()?;
-//! let image = Pipeline::new(spec).run(&gpu, &std::fs::read("cat.jpg")?)?;
+//! let backend = AnyBackend::open("gpu".parse::<BackendChoice>()?)?;
+//! let image = Pipeline::new(spec).run(&backend, &std::fs::read("cat.jpg")?)?;
 //! assert_eq!(image.shape, vec![224, 224, 3]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod any;
 mod audio;
 mod image;
 mod kernel;
+mod quiet;
 mod resources;
+mod scope;
+mod uniform;
 
 #[cfg(not(target_arch = "wasm32"))]
 use kiln_core::Backend;
 use kiln_core::{DType, Plan, Step, Tensor, TensorData};
 
+pub use any::{AnyBackend, BackendChoice};
 use audio::AudioKernels;
 use image::ImageKernels;
 use kernel::{BufferPool, DeviceTensor, Recorder};
+pub use quiet::quiet_vulkan_env;
 use resources::Resources;
+use scope::captured;
 
 /// The WGSL modules as the device compiles them (fragments already prepended), for validation
 /// and for embedding elsewhere.
@@ -49,6 +64,8 @@ pub const SHADERS: &[(&str, &str)] = &[
 /// WGSL files that are not modules of their own but are prepended to some of [`SHADERS`].
 pub const SHADER_FRAGMENTS: &[&str] = &["audio/padding.wgsl"];
 
+/// Errors from the GPU backend. Device errors (validation, out of memory) and sizes beyond the
+/// device's limits are errors here, never panics.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackendError {
@@ -60,9 +77,67 @@ pub enum BackendError {
     Execution(String),
     #[error(transparent)]
     Kernel(kiln_core::Error),
+    /// The device reported an error (validation, internal, a lost device) during `operation`.
+    #[error("GPU {operation} failed: {message}")]
+    Submission {
+        operation: &'static str,
+        message: String,
+    },
+    /// The device ran out of memory during `operation`.
+    #[error("GPU {operation} ran out of device memory: {message}")]
+    OutOfMemory {
+        operation: &'static str,
+        message: String,
+    },
+    /// A buffer would exceed one of the device's limits (`limit` is the `wgpu::Limits` field).
+    #[error("{what} needs a {bytes}-byte GPU buffer, over this device's {limit} ({max} bytes)")]
+    BufferTooLarge {
+        what: String,
+        bytes: u64,
+        limit: &'static str,
+        max: u64,
+    },
+    /// A size computation overflowed: far beyond any device.
+    #[error("{what} is too large for the GPU: its size overflows")]
+    SizeOverflow { what: String },
+    /// A dispatch would exceed the device's `max_compute_workgroups_per_dimension`.
+    #[error(
+        "{op} needs {groups} workgroups along {axis}, over this device's \
+         max_compute_workgroups_per_dimension ({max})"
+    )]
+    TooManyWorkgroups {
+        op: &'static str,
+        axis: char,
+        groups: usize,
+        max: u32,
+    },
+    /// A value does not fit the 32-bit field of a shader's uniform block.
+    #[error("{op}: {field} = {value} does not fit the shader's 32-bit field")]
+    FieldOverflow {
+        op: &'static str,
+        field: &'static str,
+        value: String,
+    },
+    /// A backend name that is neither `cpu` nor `gpu`.
+    #[error("unknown backend `{0}` (expected `cpu` or `gpu`)")]
+    UnknownBackend(String),
 }
 
 pub type Result<T, E = BackendError> = std::result::Result<T, E>;
+
+/// Errors reach `kiln_core` callers as they are: kernel errors unchanged, device errors as
+/// `Error::Backend { backend: "gpu" }` with this crate's message.
+impl From<BackendError> for kiln_core::Error {
+    fn from(e: BackendError) -> Self {
+        match e {
+            BackendError::Kernel(inner) => inner,
+            other => kiln_core::Error::Backend {
+                backend: "gpu",
+                reason: other.to_string(),
+            },
+        }
+    }
+}
 
 /// A tensor left on the device: `buffer` holds its elements row-major, one 4-byte word each
 /// (`u32` for uint8 images, `f32`, or two `f32` per complex value).
@@ -78,8 +153,25 @@ impl GpuTensor {
         self.shape.iter().product()
     }
 
-    fn words(&self) -> usize {
-        self.element_count() * if self.dtype == DType::C64 { 2 } else { 1 }
+    /// 4-byte words the shape needs, checked against the buffer: the fields are public, so a
+    /// caller's tensor may not match its buffer.
+    fn words(&self, operation: &str) -> Result<usize> {
+        let per_element = if self.dtype == DType::C64 { 2 } else { 1 };
+        let words = kernel::elements(operation, &self.shape)?
+            .checked_mul(per_element)
+            .ok_or_else(|| BackendError::SizeOverflow {
+                what: operation.to_owned(),
+            })?;
+        let needed = (words as u64).saturating_mul(4);
+        if needed > self.buffer.size() {
+            return Err(BackendError::Execution(format!(
+                "{operation}: a {:?} {} tensor needs {needed} bytes, its buffer holds {}",
+                self.shape,
+                self.dtype.name(),
+                self.buffer.size()
+            )));
+        }
+        Ok(words)
     }
 }
 
@@ -87,6 +179,8 @@ impl GpuTensor {
 pub struct GpuBackend {
     device: wgpu::Device,
     queue: wgpu::Queue,
+    /// The device's limits, read once: every buffer and dispatch is checked against them.
+    limits: wgpu::Limits,
     adapter_name: String,
     audio: AudioKernels,
     image: ImageKernels,
@@ -139,14 +233,18 @@ impl GpuBackend {
             .await
             .map_err(|e| BackendError::Device(e.to_string()))?;
         let name = format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type);
-        Ok(Self::from_device(device, queue, name))
+        Self::from_device_async(device, queue, name).await
     }
 
     /// Uses a device the caller already has (tests, or an application sharing its GPU).
+    ///
+    /// Panics (through wgpu's default error handler) if the kernels do not compile on this
+    /// device; [`GpuBackend::from_device_async`] returns that as an error instead.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, adapter_name: String) -> Self {
         let audio = AudioKernels::new(&device);
         let image = ImageKernels::new(&device);
         GpuBackend {
+            limits: device.limits(),
             device,
             queue,
             adapter_name,
@@ -155,6 +253,29 @@ impl GpuBackend {
             resources: Resources::default(),
             pool: BufferPool::default(),
         }
+    }
+
+    /// [`GpuBackend::from_device`] with the kernels built inside an error scope: a device that
+    /// cannot compile them gives an error.
+    pub async fn from_device_async(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        adapter_name: String,
+    ) -> Result<Self> {
+        let (audio, image) = captured(&device, "kernel build", || {
+            Ok((AudioKernels::new(&device), ImageKernels::new(&device)))
+        })
+        .await?;
+        Ok(GpuBackend {
+            limits: device.limits(),
+            device,
+            queue,
+            adapter_name,
+            audio,
+            image,
+            resources: Resources::default(),
+            pool: BufferPool::default(),
+        })
     }
 
     pub fn adapter_name(&self) -> &str {
@@ -166,101 +287,144 @@ impl GpuBackend {
         self.resources.len()
     }
 
-    fn upload(&self, rec: &mut Recorder, tensor: &Tensor) -> DeviceTensor {
+    /// The limits every buffer and dispatch is checked against.
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    fn recorder(&self) -> Recorder<'_> {
+        Recorder::new(&self.device, &self.queue, &self.limits, &self.pool)
+    }
+
+    /// Runs `work` inside error scopes (see [`scope::captured`]). After a device error the
+    /// cached tables and pooled buffers are dropped, since some of them may be invalid.
+    async fn guarded<T>(&self, operation: &'static str, work: impl FnOnce() -> Result<T>) -> Result<T> {
+        let result = captured(&self.device, operation, work).await;
+        if let Err(BackendError::Submission { .. } | BackendError::OutOfMemory { .. }) = &result {
+            self.resources.clear();
+            self.pool.clear();
+        }
+        result
+    }
+
+    /// Queues `tensor`'s elements into a pooled buffer (uint8 widened to one u32 each).
+    fn upload(&self, rec: &mut Recorder, tensor: &Tensor) -> Result<DeviceTensor> {
         let buffer = match &tensor.data {
             TensorData::U8(v) => {
-                let words: Vec<u32> = v.iter().map(|&b| u32::from(b)).collect();
-                rec.upload_input(&words)
+                // Sized before the widened copy is made, so an oversized image fails first.
+                let buffer = rec.storage("input tensor", v.len())?;
+                if !v.is_empty() {
+                    let words: Vec<u32> = v.iter().map(|&b| u32::from(b)).collect();
+                    rec.queue.write_buffer(&buffer, 0, bytemuck::cast_slice(&words));
+                }
+                buffer
             }
-            TensorData::F32(v) | TensorData::C64(v) => rec.upload_input(bytemuck::cast_slice(v)),
+            TensorData::F32(v) | TensorData::C64(v) => {
+                rec.upload_words("input tensor", bytemuck::cast_slice(v))?
+            }
         };
-        DeviceTensor {
+        Ok(DeviceTensor {
             buffer,
             shape: tensor.shape.clone(),
             dtype: tensor.dtype(),
-        }
+        })
     }
 
-    /// Runs a plan with device errors (validation, out of memory) captured and returned rather
-    /// than sent to wgpu's default handler, which panics.
     /// Runs a plan and reads the result back; the browser awaits this, native code blocks on it
-    /// through [`Backend::execute`].
+    /// through [`Backend::execute`]. Device errors (validation, out of memory) are captured and
+    /// returned rather than sent to wgpu's default handler, which panics.
     pub async fn execute_async(&self, plan: &Plan, input: Tensor) -> Result<Tensor> {
-        let out_of_memory = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let result = self.record_and_read(plan, input).await;
-        let validation = validation.pop().await;
-        let out_of_memory = out_of_memory.pop().await;
-        match (validation.or(out_of_memory), result) {
-            (Some(device_error), _) => Err(BackendError::Execution(device_error.to_string())),
-            (None, result) => result,
-        }
+        let (readback, shape, dtype) = self
+            .guarded("execute", || {
+                let (rec, t) = self.record(plan, input)?;
+                let words = t.len() * if t.dtype == DType::C64 { 2 } else { 1 };
+                Ok((rec.readback(&t.buffer, words)?, t.shape, t.dtype))
+            })
+            .await?;
+        let words = readback.wait(&self.device).await?;
+        Ok(tensor_from_words(shape, dtype, words))
     }
 
     fn record<'a>(&'a self, plan: &Plan, input: Tensor) -> Result<(Recorder<'a>, DeviceTensor)> {
-        let mut rec = Recorder::new(&self.device, &self.queue, &self.pool);
-        let mut t = self.upload(&mut rec, &input);
+        let mut rec = self.recorder();
+        let mut t = self.upload(&mut rec, &input)?;
         drop(input);
         for step in &plan.steps {
             t = match step {
                 Step::Stft(p) => self.audio.stft(&mut rec, &self.resources, p, t)?,
-                Step::Magnitude { power } => self.audio.magnitude(&mut rec, *power, t),
-                Step::Mel(bank) => self.audio.mel(&mut rec, &self.resources, bank, t),
-                Step::PowerToDb(db) => self.audio.power_to_db(&mut rec, db, t),
+                Step::Magnitude { power } => self.audio.magnitude(&mut rec, *power, t)?,
+                Step::Mel(bank) => self.audio.mel(&mut rec, &self.resources, bank, t)?,
+                Step::PowerToDb(db) => self.audio.power_to_db(&mut rec, db, t)?,
                 Step::Mfcc { dct, n_mfcc, n_mels } => {
                     self.audio
-                        .mfcc(&mut rec, &self.resources, dct, *n_mfcc, *n_mels, t)
+                        .mfcc(&mut rec, &self.resources, dct, *n_mfcc, *n_mels, t)?
                 }
-                Step::Resize(p) => self.image.resize(&mut rec, &self.resources, p, t),
+                Step::Resize(p) => self.image.resize(&mut rec, &self.resources, p, t)?,
                 Step::CenterCrop {
                     input,
                     top,
                     left,
                     output,
-                } => self.image.center_crop(&mut rec, input, *top, *left, output, t),
-                Step::ToFloat => self.image.to_float(&mut rec, t),
-                Step::Normalize { dims, mean, std } => self.image.normalize(&mut rec, dims, mean, std, t),
-                Step::Layout { input, output } => self.image.layout(&mut rec, input, output, t),
+                } => self.image.center_crop(&mut rec, input, *top, *left, output, t)?,
+                Step::ToFloat => self.image.to_float(&mut rec, t)?,
+                Step::Normalize { dims, mean, std } => self.image.normalize(&mut rec, dims, mean, std, t)?,
+                Step::Layout { input, output } => self.image.layout(&mut rec, input, output, t)?,
             };
         }
         Ok((rec, t))
     }
 
-    async fn record_and_read(&self, plan: &Plan, input: Tensor) -> Result<Tensor> {
-        let (rec, t) = self.record(plan, input)?;
-        let words = rec
-            .finish(&t.buffer, t.len() * if t.dtype == DType::C64 { 2 } else { 1 })
-            .await
-            .map_err(BackendError::Execution)?;
-        Ok(tensor_from_words(t.shape, t.dtype, words))
-    }
-
     /// Runs a plan and leaves the result on the device (no readback): the GPU-resident form a
     /// training loop consumes.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn execute_resident(&self, plan: &Plan, input: Tensor) -> Result<GpuTensor> {
-        let (rec, t) = self.record(plan, input)?;
-        rec.finish_resident(&t.buffer);
-        Ok(GpuTensor {
-            buffer: t.buffer,
-            shape: t.shape,
-            dtype: t.dtype,
-        })
+        pollster::block_on(self.execute_resident_async(plan, input))
     }
 
-    /// Uploads a host tensor (uint8 widened to one u32 per element).
-    pub fn upload_tensor(&self, tensor: &Tensor) -> GpuTensor {
-        let mut rec = Recorder::new(&self.device, &self.queue, &self.pool);
-        let t = self.upload(&mut rec, tensor);
-        rec.finish_resident(&t.buffer);
-        GpuTensor {
-            buffer: t.buffer,
-            shape: t.shape,
-            dtype: t.dtype,
-        }
+    /// [`GpuBackend::execute_resident`] for async callers (the browser).
+    pub async fn execute_resident_async(&self, plan: &Plan, input: Tensor) -> Result<GpuTensor> {
+        self.guarded("execute_resident", || {
+            let (rec, t) = self.record(plan, input)?;
+            rec.finish_resident(&t.buffer);
+            Ok(GpuTensor {
+                buffer: t.buffer,
+                shape: t.shape,
+                dtype: t.dtype,
+            })
+        })
+        .await
+    }
+
+    /// Uploads a host tensor (uint8 widened to one u32 per element). A tensor beyond the
+    /// device's buffer limits is an error naming the limit.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn upload_tensor(&self, tensor: &Tensor) -> Result<GpuTensor> {
+        pollster::block_on(self.upload_tensor_async(tensor))
+    }
+
+    /// [`GpuBackend::upload_tensor`] for async callers (the browser).
+    pub async fn upload_tensor_async(&self, tensor: &Tensor) -> Result<GpuTensor> {
+        self.guarded("upload_tensor", || {
+            let mut rec = self.recorder();
+            let t = self.upload(&mut rec, tensor)?;
+            rec.finish_resident(&t.buffer);
+            Ok(GpuTensor {
+                buffer: t.buffer,
+                shape: t.shape,
+                dtype: t.dtype,
+            })
+        })
+        .await
     }
 
     /// Stacks equally shaped tensors into one `(n, ...shape)` batch buffer.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn stack(&self, parts: &[GpuTensor]) -> Result<GpuTensor> {
+        pollster::block_on(self.stack_async(parts))
+    }
+
+    /// [`GpuBackend::stack`] for async callers (the browser).
+    pub async fn stack_async(&self, parts: &[GpuTensor]) -> Result<GpuTensor> {
         let first = parts
             .first()
             .ok_or_else(|| BackendError::Execution("nothing to stack".into()))?;
@@ -276,17 +440,23 @@ impl GpuBackend {
                 first.dtype.name()
             )));
         }
-        let rec = Recorder::new(&self.device, &self.queue, &self.pool);
-        let buffers: Vec<&wgpu::Buffer> = parts.iter().map(|p| &p.buffer).collect();
-        let buffer = rec.concat(&buffers, first.words() as u64 * 4);
-        let shape = std::iter::once(parts.len())
-            .chain(first.shape.iter().copied())
-            .collect();
-        Ok(GpuTensor {
-            buffer,
-            shape,
-            dtype: first.dtype,
+        let mut words = 0;
+        for part in parts {
+            words = part.words("stack")?;
+        }
+        self.guarded("stack", || {
+            let buffers: Vec<&wgpu::Buffer> = parts.iter().map(|p| &p.buffer).collect();
+            let buffer = self.recorder().concat(&buffers, words as u64 * 4)?;
+            let shape = std::iter::once(parts.len())
+                .chain(first.shape.iter().copied())
+                .collect();
+            Ok(GpuTensor {
+                buffer,
+                shape,
+                dtype: first.dtype,
+            })
         })
+        .await
     }
 
     /// Reads a device tensor back to the host.
@@ -296,11 +466,11 @@ impl GpuBackend {
     }
 
     pub async fn read_async(&self, tensor: &GpuTensor) -> Result<Tensor> {
-        let rec = Recorder::new(&self.device, &self.queue, &self.pool);
-        let words = rec
-            .finish(&tensor.buffer, tensor.words())
-            .await
-            .map_err(BackendError::Execution)?;
+        let words = tensor.words("read")?;
+        let readback = self
+            .guarded("read", || self.recorder().readback(&tensor.buffer, words))
+            .await?;
+        let words = readback.wait(&self.device).await?;
         Ok(tensor_from_words(tensor.shape.clone(), tensor.dtype, words))
     }
 
@@ -330,12 +500,6 @@ impl Backend for GpuBackend {
     }
 
     fn execute(&self, plan: &Plan, input: Tensor) -> kiln_core::Result<Tensor> {
-        pollster::block_on(self.execute_async(plan, input)).map_err(|e| match e {
-            BackendError::Kernel(inner) => inner,
-            other => kiln_core::Error::Backend {
-                backend: "gpu",
-                reason: other.to_string(),
-            },
-        })
+        Ok(pollster::block_on(self.execute_async(plan, input))?)
     }
 }

@@ -5,6 +5,8 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::Result;
+
 type Shared = Arc<dyn Any + Send + Sync>;
 
 /// Keyed by the address of the plan table they mirror; each entry holds that table's `Arc` so
@@ -18,7 +20,9 @@ pub(crate) struct Resources {
 const MAX_ENTRIES: usize = 512;
 
 impl Resources {
-    pub(crate) fn get<O, V>(&self, owner: &Arc<O>, build: impl FnOnce() -> V) -> Arc<V>
+    /// The device copy of `owner`'s table, built by `build` on first use. A failed build
+    /// caches nothing, so the next call tries again.
+    pub(crate) fn get<O, V>(&self, owner: &Arc<O>, build: impl FnOnce() -> Result<V>) -> Result<Arc<V>>
     where
         O: Any + Send + Sync,
         V: Any + Send + Sync,
@@ -27,15 +31,20 @@ impl Resources {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, value)) = entries.get(&key) {
             if let Ok(value) = value.clone().downcast::<V>() {
-                return value;
+                return Ok(value);
             }
         }
         if entries.len() >= MAX_ENTRIES {
             entries.clear();
         }
-        let value = Arc::new(build());
+        let value = Arc::new(build()?);
         entries.insert(key, (owner.clone() as Shared, value.clone() as Shared));
-        value
+        Ok(value)
+    }
+
+    /// Forgets every table: after a device error, some of them may be invalid buffers.
+    pub(crate) fn clear(&self) {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -36,6 +36,9 @@ pub enum Error {
     /// A source (directory, object store, table) could not be opened or listed.
     #[error("source {location}: {message}")]
     Source { location: String, message: String },
+    /// A source could not be listed (unreachable store, denied credentials, ...).
+    #[error("listing source {location}: {message}")]
+    Listing { location: String, message: String },
     /// The GPU backend failed (no adapter, device error, out of memory).
     #[error(transparent)]
     Gpu(#[from] kiln_gpu::BackendError),
@@ -84,6 +87,9 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// `kiln serve` failed.
+    #[error(transparent)]
+    Serve(#[from] crate::serve::ServeError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

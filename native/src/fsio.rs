@@ -38,9 +38,16 @@ pub struct AtomicFile {
 
 impl AtomicFile {
     pub fn create(path: &Path) -> Result<AtomicFile> {
-        let tmp = tmp_path(path);
+        // `create_new`: a leftover of a crashed run with the same name is never written through.
         // Errors name the destination: the temporary is an implementation detail.
-        let file = fs::File::create(&tmp).at("writing", path)?;
+        let (tmp, file) = loop {
+            let tmp = tmp_path(path);
+            match fs::OpenOptions::new().write(true).create_new(true).open(&tmp) {
+                Ok(file) => break (tmp, file),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(crate::Error::io("writing", path, e)),
+            }
+        };
         Ok(AtomicFile {
             path: path.to_owned(),
             tmp,
@@ -73,6 +80,11 @@ impl AtomicFile {
         drop(file);
         fs::rename(&self.tmp, &self.path).at("renaming into", &self.path)?;
         self.tmp = PathBuf::new();
+        // The rename is durable once the directory is synced; failing that loses nothing that
+        // is not already on disk, so it is not an error.
+        if let Some(dir) = self.path.parent().and_then(|d| fs::File::open(d).ok()) {
+            let _ = dir.sync_all();
+        }
         Ok(())
     }
 }

@@ -190,6 +190,9 @@ fn expect_stream_and_export_fail(entry: &str, root: &Path, needle: &str) {
     );
 }
 
+/// One hand edit of a manifest.
+type ManifestEdit = Box<dyn Fn(&mut Value)>;
+
 #[test]
 fn damaged_shards_and_manifests_are_refused_naming_the_shard() {
     let root = temp_dir("hostile-shards");
@@ -222,7 +225,7 @@ fn damaged_shards_and_manifests_are_refused_naming_the_shard() {
 
     // Hostile manifests: each edit on its own.
     let text = fs::read_to_string(&manifest_path).unwrap();
-    let edits: Vec<(Box<dyn Fn(&mut Value)>, &str)> = vec![
+    let edits: Vec<(ManifestEdit, &str)> = vec![
         (
             Box::new(|m| m["format_version"] = 999.into()),
             "format_version 999",

@@ -11,13 +11,22 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use js_sys::{Array, Float32Array, Object, Reflect, Uint8Array};
-use kiln_core::{Backend, CpuBackend, Pipeline, Spec, Tensor, TensorData};
-use kiln_gpu::GpuBackend;
+use kiln_core::{CpuBackend, Pipeline, Spec, Tensor, TensorData};
+use kiln_gpu::{AnyBackend, BackendChoice};
 use wasm_bindgen::prelude::*;
 
 thread_local! {
-    static GPU: RefCell<Option<Rc<GpuBackend>>> = const { RefCell::new(None) };
+    /// The backend [`transform`] uses; the CPU kernels until [`init_backend`] opens WebGPU.
+    static BACKEND: RefCell<AnyBackend> = const { RefCell::new(AnyBackend::Cpu(CpuBackend)) };
     static PIPELINES: RefCell<HashMap<String, Rc<Pipeline>>> = RefCell::new(HashMap::new());
+}
+
+/// The page's name for a backend: the GPU here is WebGPU.
+fn page_name(backend: &AnyBackend) -> &'static str {
+    match backend.choice() {
+        BackendChoice::Gpu => "webgpu",
+        BackendChoice::Cpu => "cpu",
+    }
 }
 
 fn error(e: impl std::fmt::Display) -> JsValue {
@@ -26,21 +35,22 @@ fn error(e: impl std::fmt::Display) -> JsValue {
 
 /// Chooses the backend: `"webgpu"` when `prefer_gpu` and a WebGPU adapter opens, else
 /// `"cpu"`. Returns the name, and the reason when WebGPU was wanted but not available.
+///
+/// Falling back to the CPU is the page's documented behaviour (a preview should still work
+/// without WebGPU); [`AnyBackend::open_async`] itself never falls back.
 #[wasm_bindgen]
 pub async fn init_backend(prefer_gpu: bool) -> JsValue {
     let result = Object::new();
-    let (name, why) = if prefer_gpu {
-        match GpuBackend::new_async().await {
-            Ok(gpu) => {
-                GPU.with(|g| *g.borrow_mut() = Some(Rc::new(gpu)));
-                ("webgpu", String::new())
-            }
-            Err(e) => ("cpu", e.to_string()),
+    let (backend, why) = if prefer_gpu {
+        match AnyBackend::open_async(BackendChoice::Gpu).await {
+            Ok(gpu) => (gpu, String::new()),
+            Err(e) => (AnyBackend::Cpu(CpuBackend), e.to_string()),
         }
     } else {
-        GPU.with(|g| *g.borrow_mut() = None);
-        ("cpu", "not requested".to_owned())
+        (AnyBackend::Cpu(CpuBackend), "not requested".to_owned())
     };
+    let name = page_name(&backend);
+    BACKEND.with(|b| *b.borrow_mut() = backend);
     let _ = Reflect::set(&result, &"backend".into(), &name.into());
     let _ = Reflect::set(&result, &"reason".into(), &why.into());
     result.into()
@@ -49,8 +59,7 @@ pub async fn init_backend(prefer_gpu: bool) -> JsValue {
 /// The backend [`transform`] uses now: `"webgpu"` or `"cpu"`.
 #[wasm_bindgen]
 pub fn backend_name() -> String {
-    GPU.with(|g| if g.borrow().is_some() { "webgpu" } else { "cpu" })
-        .to_owned()
+    BACKEND.with(|b| page_name(&b.borrow())).to_owned()
 }
 
 fn pipeline(spec_json: &str) -> Result<Rc<Pipeline>, JsValue> {
@@ -86,14 +95,10 @@ pub async fn transform(spec_json: String, bytes: Vec<u8>) -> Result<JsValue, JsV
     let pipeline = pipeline(&spec_json)?;
     let (tensor, key) = pipeline.decode(&bytes).map_err(error)?;
     let plan = pipeline.plan(key).map_err(error)?;
-    let gpu = GPU.with(|g| g.borrow().clone());
-    match gpu {
-        Some(gpu) => {
-            let out = gpu.execute_async(&plan, tensor).await.map_err(error)?;
-            Ok(to_js(&out, "webgpu"))
-        }
-        None => Ok(to_js(&CpuBackend.execute(&plan, tensor).map_err(error)?, "cpu")),
-    }
+    // A clone (the GPU side is shared), so no borrow is held across the await.
+    let backend = BACKEND.with(|b| b.borrow().clone());
+    let out = backend.execute_async(&plan, tensor).await.map_err(error)?;
+    Ok(to_js(&out, page_name(&backend)))
 }
 
 /// The decoded waveform (mono) or image, for the page's waveform and original views.

@@ -5,6 +5,8 @@ pub mod decode;
 pub mod ops;
 pub mod resize;
 
+use crate::spec::{ImageMode, Layout};
+
 /// Geometry of an image tensor as it moves through a pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ImageDims {
@@ -18,6 +20,36 @@ pub struct ImageDims {
 }
 
 impl ImageDims {
+    /// A freshly decoded image: `(H, W)` for mode `L`, `(H, W, C)` otherwise.
+    pub fn decoded(height: usize, width: usize, mode: ImageMode) -> Self {
+        let channels = mode.channels();
+        ImageDims {
+            height,
+            width,
+            channels,
+            chw: false,
+            channel_axis: channels > 1,
+        }
+    }
+
+    /// The same image at another size (`resize`, `center_crop`).
+    pub fn with_size(self, height: usize, width: usize) -> Self {
+        ImageDims {
+            height,
+            width,
+            ..self
+        }
+    }
+
+    /// After `layout`: channels first or last, and always a channel axis (mode `L` too).
+    pub fn laid_out(self, to: Layout) -> Self {
+        ImageDims {
+            chw: to == Layout::Chw,
+            channel_axis: true,
+            ..self
+        }
+    }
+
     pub fn shape(&self) -> Vec<usize> {
         match (self.channel_axis, self.chw) {
             (false, _) => vec![self.height, self.width],

@@ -7,8 +7,11 @@ use kiln_core::audio::{db::reference_db, mel::MelFilterbank, stft::StftPlan};
 use kiln_core::spec::{DbParams, DbRef, PadMode};
 use kiln_core::DType;
 
-use crate::kernel::{flat_groups, groups, shader, DeviceTensor, Kernel, Recorder, Slot};
-use crate::{BackendError, Resources};
+use crate::kernel::{elements, groups, shader, DeviceTensor, Kernel, Recorder, Slot};
+use crate::uniform::field;
+use crate::{BackendError, Resources, Result};
+
+pub(crate) mod params;
 
 pub(crate) const STFT_WGSL: &str = concat!(include_str!("padding.wgsl"), include_str!("stft.wgsl"));
 pub(crate) const FFT_WGSL: &str = concat!(include_str!("padding.wgsl"), include_str!("fft.wgsl"));
@@ -89,7 +92,8 @@ impl AudioKernels {
         resources: &Resources,
         plan: &Arc<StftPlan>,
         input: DeviceTensor,
-    ) -> Result<DeviceTensor, BackendError> {
+    ) -> Result<DeviceTensor> {
+        const OP: &str = "stft";
         let tables = resources.get(plan, || {
             let n = plan.params.n_fft;
             let twiddles: Vec<f32> = (0..n)
@@ -98,51 +102,84 @@ impl AudioKernels {
                     [angle.cos() as f32, angle.sin() as f32]
                 })
                 .collect();
-            StftTables {
-                window: rec.upload("window", bytemuck::cast_slice(&plan.window)),
-                twiddles: rec.upload("twiddles", bytemuck::cast_slice(&twiddles)),
-                fft_factors: fft_radices(n)
-                    .map(|r| (rec.upload("fft radices", bytemuck::cast_slice(&r)), r.len())),
-            }
-        });
-        let samples = *input.shape.last().expect("waveform has a sample axis");
-        let lead = &input.shape[..input.shape.len() - 1];
-        let channels: usize = lead.iter().product();
+            let fft_factors = match fft_radices(n) {
+                Some(r) => Some((rec.upload("fft radices", bytemuck::cast_slice(&r))?, r.len())),
+                None => None,
+            };
+            Ok(StftTables {
+                window: rec.upload("stft window", bytemuck::cast_slice(&plan.window))?,
+                twiddles: rec.upload("stft twiddles", bytemuck::cast_slice(&twiddles))?,
+                fft_factors,
+            })
+        })?;
+        let (&samples, lead) = input.shape.split_last().ok_or_else(|| {
+            BackendError::Kernel(kiln_core::Error::Input {
+                op: OP,
+                reason: "the input has no sample axis".into(),
+            })
+        })?;
+        let channels = elements(OP, lead)?;
         let n_frames = plan.n_frames(samples).map_err(BackendError::Kernel)?;
         let n_freq = plan.n_freq();
-        let out = rec.storage("stft", 2 * channels * n_freq * n_frames);
-        // One dispatch covers at most 65535 frames (the per-dimension workgroup limit).
-        for offset in (0..n_frames).step_by(65_535) {
-            let count = (n_frames - offset).min(65_535);
-            let (factors, factor_count) = tables
-                .fft_factors
-                .as_ref()
-                .map_or((None, 0), |(b, n)| (Some(b), *n));
-            let params = rec.uniform(&[
-                plan.params.n_fft as u32,
-                plan.params.hop_length as u32,
-                plan.pad() as u32,
-                samples as u32,
-                n_frames as u32,
-                n_freq as u32,
-                u32::from(plan.params.pad_mode == PadMode::Reflect),
-                offset as u32,
-                (plan.params.n_fft / 2) as u32,
-                factor_count as u32,
-                0,
-                0,
-            ]);
-            let common = [&params, &input.buffer, &tables.window, &tables.twiddles, &out];
-            match factors {
-                Some(factors) => {
-                    let bindings = [common.as_slice(), &[factors]].concat();
-                    rec.dispatch(&self.stft_fft, &bindings, (1, count as u32, channels as u32));
+        let out = rec.storage(
+            "stft output",
+            elements("stft output", &[2, channels, n_freq, n_frames])?,
+        )?;
+        let p = &plan.params;
+        let stft = params::Stft {
+            n_fft: field(OP, "n_fft", p.n_fft)?,
+            hop: field(OP, "hop_length", p.hop_length)?,
+            pad: field(OP, "pad", plan.pad())?,
+            n_samples: field(OP, "samples", samples)?,
+            n_frames: field(OP, "n_frames", n_frames)?,
+            n_freq: field(OP, "n_freq", n_freq)?,
+            reflect: u32::from(p.pad_mode == PadMode::Reflect),
+            frame_offset: 0,
+        };
+        // One dispatch covers at most the per-dimension workgroup limit of frames.
+        let chunk = rec.max_groups();
+        for offset in (0..n_frames).step_by(chunk) {
+            let count = (n_frames - offset).min(chunk);
+            let frame_offset = field(OP, "frame_offset", offset)?;
+            match &tables.fft_factors {
+                Some((factors, factor_count)) => {
+                    let params = rec.uniform(&params::Fft {
+                        n_fft: stft.n_fft,
+                        hop: stft.hop,
+                        pad: stft.pad,
+                        n_samples: stft.n_samples,
+                        n_frames: stft.n_frames,
+                        n_freq: stft.n_freq,
+                        reflect: stft.reflect,
+                        frame_offset,
+                        half: field(OP, "n_fft", p.n_fft / 2)?,
+                        n_factors: field(OP, "radices", *factor_count)?,
+                        _pad0: 0,
+                        _pad1: 0,
+                    });
+                    rec.dispatch(
+                        OP,
+                        &self.stft_fft,
+                        &[
+                            &params,
+                            &input.buffer,
+                            &tables.window,
+                            &tables.twiddles,
+                            &out,
+                            factors,
+                        ],
+                        (1, count, channels),
+                    )?;
                 }
-                None => rec.dispatch(
-                    &self.stft,
-                    &common,
-                    (groups(n_freq, 64), count as u32, channels as u32),
-                ),
+                None => {
+                    let params = rec.uniform(&params::Stft { frame_offset, ..stft });
+                    rec.dispatch(
+                        OP,
+                        &self.stft,
+                        &[&params, &input.buffer, &tables.window, &tables.twiddles, &out],
+                        (groups(n_freq, 64), count, channels),
+                    )?;
+                }
             }
         }
         let shape = lead.iter().copied().chain([n_freq, n_frames]).collect();
@@ -153,20 +190,31 @@ impl AudioKernels {
         })
     }
 
-    pub(crate) fn magnitude(&self, rec: &mut Recorder, power: f32, input: DeviceTensor) -> DeviceTensor {
+    pub(crate) fn magnitude(
+        &self,
+        rec: &mut Recorder,
+        power: f32,
+        input: DeviceTensor,
+    ) -> Result<DeviceTensor> {
         let count = input.len();
-        let out = rec.storage("magnitude", count);
-        let params = rec.uniform(&[count as u32, power.to_bits(), 0, 0]);
+        let out = rec.storage("magnitude output", count)?;
+        let params = rec.uniform(&params::Magnitude {
+            count: field("magnitude", "count", count)?,
+            power,
+            _pad0: 0,
+            _pad1: 0,
+        });
         rec.dispatch(
+            "magnitude",
             &self.magnitude,
             &[&params, &input.buffer, &out],
-            flat_groups(count),
-        );
-        DeviceTensor {
+            rec.flat_groups(count),
+        )?;
+        Ok(DeviceTensor {
             buffer: out,
             shape: input.shape,
             dtype: DType::F32,
-        }
+        })
     }
 
     pub(crate) fn mel(
@@ -175,45 +223,50 @@ impl AudioKernels {
         resources: &Resources,
         bank: &Arc<MelFilterbank>,
         input: DeviceTensor,
-    ) -> DeviceTensor {
+    ) -> Result<DeviceTensor> {
+        const OP: &str = "mel";
         let tables = resources.get(bank, || {
             let mut filters = Vec::with_capacity(bank.n_mels() * 4);
             let mut weights = Vec::new();
             for f in &bank.filters {
                 filters.extend([
-                    f.first_bin as u32,
-                    f.weights.len() as u32,
-                    weights.len() as u32,
+                    field(OP, "first_bin", f.first_bin)?,
+                    field(OP, "bins", f.weights.len())?,
+                    field(OP, "weights", weights.len())?,
                     0,
                 ]);
                 weights.extend_from_slice(&f.weights);
             }
-            MelTables {
-                filters: rec.upload("mel filters", bytemuck::cast_slice(&filters)),
-                weights: rec.upload("mel weights", bytemuck::cast_slice(&weights)),
-            }
-        });
-        let rank = input.shape.len();
-        let (n_freq, n_frames) = (input.shape[rank - 2], input.shape[rank - 1]);
-        let channels: usize = input.shape[..rank - 2].iter().product();
+            Ok(MelTables {
+                filters: rec.upload("mel filters", bytemuck::cast_slice(&filters))?,
+                weights: rec.upload("mel weights", bytemuck::cast_slice(&weights))?,
+            })
+        })?;
+        let (lead, n_freq, n_frames) = spectrogram_dims(OP, &input.shape)?;
+        let channels = elements(OP, lead)?;
         let n_mels = bank.n_mels();
-        let out = rec.storage("mel", channels * n_mels * n_frames);
-        let params = rec.uniform(&[n_freq as u32, n_mels as u32, n_frames as u32, channels as u32]);
+        let out = rec.storage(
+            "mel output",
+            elements("mel output", &[channels, n_mels, n_frames])?,
+        )?;
+        let params = rec.uniform(&params::Mel {
+            n_freq: field(OP, "n_freq", n_freq)?,
+            n_mels: field(OP, "n_mels", n_mels)?,
+            n_frames: field(OP, "n_frames", n_frames)?,
+            channels: field(OP, "channels", channels)?,
+        });
         rec.dispatch(
+            OP,
             &self.mel,
             &[&params, &tables.filters, &tables.weights, &input.buffer, &out],
-            (groups(n_frames, 64), groups(n_mels, 4), channels as u32),
-        );
-        let shape = input.shape[..rank - 2]
-            .iter()
-            .copied()
-            .chain([n_mels, n_frames])
-            .collect();
-        DeviceTensor {
+            (groups(n_frames, 64), groups(n_mels, 4), channels),
+        )?;
+        let shape = lead.iter().copied().chain([n_mels, n_frames]).collect();
+        Ok(DeviceTensor {
             buffer: out,
             shape,
             dtype: DType::F32,
-        }
+        })
     }
 
     pub(crate) fn power_to_db(
@@ -221,27 +274,33 @@ impl AudioKernels {
         rec: &mut Recorder,
         db: &DbParams,
         values: DeviceTensor,
-    ) -> DeviceTensor {
+    ) -> Result<DeviceTensor> {
         let count = values.len();
-        let ref_db = reference_db(db, 0.0) as f32;
-        let params = rec.uniform(&[
-            count as u32,
-            u32::from(db.reference == DbRef::Max),
-            u32::from(db.top_db.is_some()),
-            0,
-            (db.amin as f32).to_bits(),
-            ref_db.to_bits(),
-            (db.top_db.unwrap_or(0.0) as f32).to_bits(),
-            0,
-        ]);
-        let peak = rec.upload("peak", &[0u8; 4]);
+        let params = rec.uniform(&params::Db {
+            count: field("power_to_db", "count", count)?,
+            ref_is_max: u32::from(db.reference == DbRef::Max),
+            clip_top: u32::from(db.top_db.is_some()),
+            _pad: 0,
+            amin: db.amin as f32,
+            ref_db: reference_db(db, 0.0) as f32,
+            top_db: db.top_db.unwrap_or(0.0) as f32,
+            _pad2: 0.0,
+        });
+        let peak = rec.upload("power_to_db peak", &[0u8; 4])?;
+        let grid = rec.flat_groups(count);
         rec.dispatch(
+            "power_to_db",
             &self.max_reduce,
             &[&params, &values.buffer, &peak],
-            flat_groups(count),
-        );
-        rec.dispatch(&self.to_db, &[&params, &values.buffer, &peak], flat_groups(count));
-        values
+            grid,
+        )?;
+        rec.dispatch(
+            "power_to_db",
+            &self.to_db,
+            &[&params, &values.buffer, &peak],
+            grid,
+        )?;
+        Ok(values)
     }
 
     pub(crate) fn mfcc(
@@ -252,27 +311,43 @@ impl AudioKernels {
         n_mfcc: usize,
         n_mels: usize,
         input: DeviceTensor,
-    ) -> DeviceTensor {
-        let matrix = resources.get(dct, || rec.upload("dct", bytemuck::cast_slice(dct)));
-        let rank = input.shape.len();
-        let n_frames = input.shape[rank - 1];
-        let channels: usize = input.shape[..rank - 2].iter().product();
-        let out = rec.storage("mfcc", channels * n_mfcc * n_frames);
-        let params = rec.uniform(&[n_mels as u32, n_mfcc as u32, n_frames as u32, channels as u32]);
+    ) -> Result<DeviceTensor> {
+        const OP: &str = "mfcc";
+        let matrix = resources.get(dct, || rec.upload("mfcc dct", bytemuck::cast_slice(dct)))?;
+        let (lead, _, n_frames) = spectrogram_dims(OP, &input.shape)?;
+        let channels = elements(OP, lead)?;
+        let out = rec.storage(
+            "mfcc output",
+            elements("mfcc output", &[channels, n_mfcc, n_frames])?,
+        )?;
+        let params = rec.uniform(&params::Dct {
+            n_mels: field(OP, "n_mels", n_mels)?,
+            n_mfcc: field(OP, "n_mfcc", n_mfcc)?,
+            n_frames: field(OP, "n_frames", n_frames)?,
+            channels: field(OP, "channels", channels)?,
+        });
         rec.dispatch(
+            OP,
             &self.dct,
             &[&params, &matrix, &input.buffer, &out],
-            (groups(n_frames, 64), groups(n_mfcc, 4), channels as u32),
-        );
-        let shape = input.shape[..rank - 2]
-            .iter()
-            .copied()
-            .chain([n_mfcc, n_frames])
-            .collect();
-        DeviceTensor {
+            (groups(n_frames, 64), groups(n_mfcc, 4), channels),
+        )?;
+        let shape = lead.iter().copied().chain([n_mfcc, n_frames]).collect();
+        Ok(DeviceTensor {
             buffer: out,
             shape,
             dtype: DType::F32,
-        }
+        })
+    }
+}
+
+/// `(leading axes, rows, frames)` of a `(..., rows, frames)` spectrogram.
+fn spectrogram_dims<'s>(op: &'static str, shape: &'s [usize]) -> Result<(&'s [usize], usize, usize)> {
+    match shape {
+        [lead @ .., rows, frames] => Ok((lead, *rows, *frames)),
+        _ => Err(BackendError::Kernel(kiln_core::Error::Input {
+            op,
+            reason: format!("expected a (..., bins, frames) spectrogram, got shape {shape:?}"),
+        })),
     }
 }

@@ -7,8 +7,11 @@ use kiln_core::image::resize::{AxisCoefficients, ResizeKind, ResizePass, ResizeP
 use kiln_core::image::ImageDims;
 use kiln_core::DType;
 
-use crate::kernel::{flat_groups, groups, shader, DeviceTensor, Kernel, Recorder, Slot};
-use crate::Resources;
+use crate::kernel::{elements, groups, shader, DeviceTensor, Kernel, Recorder, Slot};
+use crate::uniform::field;
+use crate::{BackendError, Resources, Result};
+
+pub(crate) mod params;
 
 pub(crate) const RESIZE_WGSL: &str = include_str!("resize.wgsl");
 pub(crate) const PIXELS_WGSL: &str = include_str!("pixels.wgsl");
@@ -37,35 +40,48 @@ pub(crate) struct ResizeTables {
     nearest: Option<wgpu::Buffer>,
 }
 
-fn axis_tables(rec: &Recorder, c: &AxisCoefficients) -> AxisTables {
+fn axis_tables(rec: &Recorder, c: &AxisCoefficients) -> Result<AxisTables> {
     let bounds: Vec<u32> = c.start.iter().zip(&c.len).flat_map(|(&s, &l)| [s, l]).collect();
-    AxisTables {
-        bounds: rec.upload("resize bounds", bytemuck::cast_slice(&bounds)),
-        weights: rec.upload("resize weights", bytemuck::cast_slice(&c.weights)),
-        taps: c.taps as u32,
-    }
+    Ok(AxisTables {
+        bounds: rec.upload("resize bounds", bytemuck::cast_slice(&bounds))?,
+        weights: rec.upload("resize weights", bytemuck::cast_slice(&c.weights))?,
+        taps: field("resize", "taps", c.taps)?,
+    })
 }
 
-/// Uniform words for the per-pixel kernels (see `pixels.wgsl`).
+/// The uniform block of the per-pixel kernels (see `pixels.wgsl`) for `op`.
 fn pixel_params(
-    rec: &Recorder,
+    op: &'static str,
     input: &ImageDims,
     out_h: usize,
     out_w: usize,
-    top: i32,
-    left: i32,
+    top: isize,
+    left: isize,
     chw: bool,
-) -> wgpu::Buffer {
-    rec.uniform(&[
-        input.height as u32,
-        input.width as u32,
-        input.channels as u32,
-        out_h as u32,
-        out_w as u32,
-        top as u32,
-        left as u32,
-        u32::from(chw),
-    ])
+) -> Result<params::Pixels> {
+    Ok(params::Pixels {
+        height: field(op, "height", input.height)?,
+        width: field(op, "width", input.width)?,
+        channels: field(op, "channels", input.channels)?,
+        out_height: field(op, "out_height", out_h)?,
+        out_width: field(op, "out_width", out_w)?,
+        top: field(op, "top", top)?,
+        left: field(op, "left", left)?,
+        chw: u32::from(chw),
+    })
+}
+
+/// Values in an image of `dims` (checked: crop and layout dims come from the spec).
+fn pixels(op: &'static str, dims: &ImageDims) -> Result<usize> {
+    elements(op, &[dims.height, dims.width, dims.channels])
+}
+
+/// A plan invariant that failed: an error rather than a panic, naming the op.
+fn missing(op: &'static str, what: &str) -> BackendError {
+    BackendError::Kernel(kiln_core::Error::Input {
+        op,
+        reason: format!("the plan has no {what}"),
+    })
 }
 
 impl ImageKernels {
@@ -88,26 +104,30 @@ impl ImageKernels {
         }
     }
 
+    /// Runs one per-pixel kernel over `count` outputs into a new buffer.
+    #[allow(clippy::too_many_arguments)]
     fn per_pixel(
         &self,
         rec: &mut Recorder,
+        op: &'static str,
         kernel: &Kernel,
-        params: &wgpu::Buffer,
+        params: &params::Pixels,
         src: &wgpu::Buffer,
         table: Option<&wgpu::Buffer>,
         count: usize,
-    ) -> wgpu::Buffer {
-        let out = rec.storage("image", count);
+    ) -> Result<wgpu::Buffer> {
+        let out = rec.storage(op, count)?;
+        let params = rec.uniform(params);
         let dummy;
         let table = match table {
             Some(t) => t,
             None => {
-                dummy = rec.upload("unused", &[0u8; 4]);
+                dummy = rec.upload("unused", &[0u8; 4])?;
                 &dummy
             }
         };
-        rec.dispatch(kernel, &[params, src, &out, table], flat_groups(count));
-        out
+        rec.dispatch(op, kernel, &[&params, src, &out, table], rec.flat_groups(count))?;
+        Ok(out)
     }
 
     pub(crate) fn resize(
@@ -116,34 +136,35 @@ impl ImageKernels {
         resources: &Resources,
         plan: &Arc<ResizePlan>,
         input: DeviceTensor,
-    ) -> DeviceTensor {
+    ) -> Result<DeviceTensor> {
+        const OP: &str = "resize";
         let c = plan.channels;
         let mut shape = vec![plan.out_height, plan.out_width];
         if input.shape.len() == 3 {
             shape.push(c);
         }
         let tables = resources.get(plan, || match &plan.kind {
-            ResizeKind::Copy => ResizeTables {
+            ResizeKind::Copy => Ok(ResizeTables {
                 horizontal: None,
                 vertical: None,
                 nearest: None,
-            },
+            }),
             ResizeKind::Nearest { rows, cols } => {
                 let table: Vec<u32> = rows.iter().chain(cols).copied().collect();
-                ResizeTables {
+                Ok(ResizeTables {
                     horizontal: None,
                     vertical: None,
-                    nearest: Some(rec.upload("nearest", bytemuck::cast_slice(&table))),
-                }
+                    nearest: Some(rec.upload("nearest", bytemuck::cast_slice(&table))?),
+                })
             }
             ResizeKind::Convolution {
                 horizontal, vertical, ..
-            } => ResizeTables {
-                horizontal: horizontal.as_ref().map(|h| axis_tables(rec, h)),
-                vertical: vertical.as_ref().map(|v| axis_tables(rec, v)),
+            } => Ok(ResizeTables {
+                horizontal: horizontal.as_ref().map(|h| axis_tables(rec, h)).transpose()?,
+                vertical: vertical.as_ref().map(|v| axis_tables(rec, v)).transpose()?,
                 nearest: None,
-            },
-        });
+            }),
+        })?;
         let in_dims = ImageDims {
             height: plan.in_height,
             width: plan.in_width,
@@ -154,16 +175,17 @@ impl ImageKernels {
         let buffer = match &plan.kind {
             ResizeKind::Copy => input.buffer,
             ResizeKind::Nearest { .. } => {
-                let params = pixel_params(rec, &in_dims, plan.out_height, plan.out_width, 0, 0, false);
-                let count = plan.out_height * plan.out_width * c;
+                let params = pixel_params(OP, &in_dims, plan.out_height, plan.out_width, 0, 0, false)?;
+                let count = elements(OP, &[plan.out_height, plan.out_width, c])?;
                 self.per_pixel(
                     rec,
+                    OP,
                     &self.nearest,
                     &params,
                     &input.buffer,
                     tables.nearest.as_ref(),
                     count,
-                )
+                )?
             }
             ResizeKind::Convolution { .. } => {
                 let mut img = input.buffer;
@@ -180,51 +202,69 @@ impl ImageKernels {
                                 };
                                 (&self.unpremultiply, out)
                             };
-                            let params = pixel_params(rec, &dims, 0, 0, 0, 0, false);
-                            self.per_pixel(rec, kernel, &params, &img, None, dims.len())
+                            let params = pixel_params(OP, &dims, 0, 0, 0, 0, false)?;
+                            self.per_pixel(rec, OP, kernel, &params, &img, None, pixels(OP, &dims)?)?
                         }
                         ResizePass::Horizontal {
                             coeffs,
                             row_offset,
                             rows,
                         } => {
-                            let t = tables.horizontal.as_ref().expect("horizontal tables");
-                            let out = rec.storage("resize h", rows * coeffs.out_size * c);
-                            let params = rec.uniform(&[
-                                coeffs.in_size as u32,
-                                coeffs.out_size as u32,
-                                rows as u32,
-                                c as u32,
-                                t.taps,
-                                row_offset as u32,
-                                0,
-                                0,
-                            ]);
+                            let t = tables
+                                .horizontal
+                                .as_ref()
+                                .ok_or_else(|| missing(OP, "horizontal coefficients"))?;
+                            let count = elements(OP, &[rows, coeffs.out_size, c])?;
+                            let out = rec.storage("resize output", count)?;
+                            let params = rec.uniform(&params::Resize {
+                                in_width: field(OP, "in_width", coeffs.in_size)?,
+                                out_width: field(OP, "out_width", coeffs.out_size)?,
+                                rows: field(OP, "rows", rows)?,
+                                channels: field(OP, "channels", c)?,
+                                taps: t.taps,
+                                row_offset: field(OP, "row_offset", row_offset)?,
+                                out_rows: 0,
+                                _pad: 0,
+                            });
                             rec.dispatch(
+                                OP,
                                 &self.horizontal,
                                 &[&params, &t.bounds, &t.weights, &img, &out],
-                                (groups(coeffs.out_size * c, 64), groups(rows, 4), 1),
-                            );
+                                (
+                                    groups(elements(OP, &[coeffs.out_size, c])?, 64),
+                                    groups(rows, 4),
+                                    1,
+                                ),
+                            )?;
                             out
                         }
                         ResizePass::Vertical { coeffs, width } => {
-                            let t = tables.vertical.as_ref().expect("vertical tables");
-                            let out = rec.storage("resize v", coeffs.out_size * width * c);
-                            let params = rec.uniform(&[
-                                width as u32,
-                                width as u32,
-                                0,
-                                c as u32,
-                                t.taps,
-                                0,
-                                coeffs.out_size as u32,
-                                0,
-                            ]);
+                            let t = tables
+                                .vertical
+                                .as_ref()
+                                .ok_or_else(|| missing(OP, "vertical coefficients"))?;
+                            let count = elements(OP, &[coeffs.out_size, width, c])?;
+                            let out = rec.storage("resize output", count)?;
+                            let params = rec.uniform(&params::Resize {
+                                in_width: field(OP, "width", width)?,
+                                out_width: field(OP, "width", width)?,
+                                rows: 0,
+                                channels: field(OP, "channels", c)?,
+                                taps: t.taps,
+                                row_offset: 0,
+                                out_rows: field(OP, "out_rows", coeffs.out_size)?,
+                                _pad: 0,
+                            });
                             rec.dispatch(
+                                OP,
                                 &self.vertical,
                                 &[&params, &t.bounds, &t.weights, &img, &out],
-                                (groups(width * c, 64), groups(coeffs.out_size, 4), 1),
-                            );
+                                (
+                                    groups(elements(OP, &[width, c])?, 64),
+                                    groups(coeffs.out_size, 4),
+                                    1,
+                                ),
+                            )?;
                             out
                         }
                     };
@@ -232,11 +272,11 @@ impl ImageKernels {
                 img
             }
         };
-        DeviceTensor {
+        Ok(DeviceTensor {
             buffer,
             shape,
             dtype: DType::U8,
-        }
+        })
     }
 
     pub(crate) fn center_crop(
@@ -247,25 +287,34 @@ impl ImageKernels {
         left: isize,
         output: &ImageDims,
         input: DeviceTensor,
-    ) -> DeviceTensor {
+    ) -> Result<DeviceTensor> {
+        const OP: &str = "center_crop";
         let params = pixel_params(
-            rec,
+            OP,
             input_dims,
             output.height,
             output.width,
-            top as i32,
-            left as i32,
+            top,
+            left,
             input_dims.chw,
-        );
-        let buffer = self.per_pixel(rec, &self.center_crop, &params, &input.buffer, None, output.len());
-        DeviceTensor {
+        )?;
+        let buffer = self.per_pixel(
+            rec,
+            OP,
+            &self.center_crop,
+            &params,
+            &input.buffer,
+            None,
+            pixels(OP, output)?,
+        )?;
+        Ok(DeviceTensor {
             buffer,
             shape: output.shape(),
             dtype: input.dtype,
-        }
+        })
     }
 
-    pub(crate) fn to_float(&self, rec: &mut Recorder, input: DeviceTensor) -> DeviceTensor {
+    pub(crate) fn to_float(&self, rec: &mut Recorder, input: DeviceTensor) -> Result<DeviceTensor> {
         let count = input.len();
         let dims = ImageDims {
             height: 1,
@@ -274,13 +323,21 @@ impl ImageKernels {
             chw: false,
             channel_axis: true,
         };
-        let params = pixel_params(rec, &dims, 0, 0, 0, 0, false);
-        let buffer = self.per_pixel(rec, &self.to_float, &params, &input.buffer, None, count);
-        DeviceTensor {
+        let params = pixel_params("to_float", &dims, 0, 0, 0, 0, false)?;
+        let buffer = self.per_pixel(
+            rec,
+            "to_float",
+            &self.to_float,
+            &params,
+            &input.buffer,
+            None,
+            count,
+        )?;
+        Ok(DeviceTensor {
             buffer,
             shape: input.shape,
             dtype: DType::F32,
-        }
+        })
     }
 
     pub(crate) fn normalize(
@@ -290,23 +347,24 @@ impl ImageKernels {
         mean: &[f32],
         std: &[f32],
         input: DeviceTensor,
-    ) -> DeviceTensor {
+    ) -> Result<DeviceTensor> {
         let table: Vec<u32> = mean.iter().chain(std).map(|v| v.to_bits()).collect();
-        let table = rec.upload("normalize", bytemuck::cast_slice(&table));
-        let params = pixel_params(rec, dims, 0, 0, 0, 0, dims.chw);
+        let table = rec.upload("normalize", bytemuck::cast_slice(&table))?;
+        let params = pixel_params("normalize", dims, 0, 0, 0, 0, dims.chw)?;
         let buffer = self.per_pixel(
             rec,
+            "normalize",
             &self.normalize,
             &params,
             &input.buffer,
             Some(&table),
-            dims.len(),
-        );
-        DeviceTensor {
+            pixels("normalize", dims)?,
+        )?;
+        Ok(DeviceTensor {
             buffer,
             shape: input.shape,
             dtype: DType::F32,
-        }
+        })
     }
 
     pub(crate) fn layout(
@@ -315,20 +373,28 @@ impl ImageKernels {
         input_dims: &ImageDims,
         output: &ImageDims,
         input: DeviceTensor,
-    ) -> DeviceTensor {
+    ) -> Result<DeviceTensor> {
         if input_dims.chw == output.chw {
-            return DeviceTensor {
+            return Ok(DeviceTensor {
                 buffer: input.buffer,
                 shape: output.shape(),
                 dtype: input.dtype,
-            };
+            });
         }
-        let params = pixel_params(rec, input_dims, 0, 0, 0, 0, output.chw);
-        let buffer = self.per_pixel(rec, &self.relayout, &params, &input.buffer, None, output.len());
-        DeviceTensor {
+        let params = pixel_params("layout", input_dims, 0, 0, 0, 0, output.chw)?;
+        let buffer = self.per_pixel(
+            rec,
+            "layout",
+            &self.relayout,
+            &params,
+            &input.buffer,
+            None,
+            pixels("layout", output)?,
+        )?;
+        Ok(DeviceTensor {
             buffer,
             shape: output.shape(),
             dtype: input.dtype,
-        }
+        })
     }
 }

@@ -60,8 +60,13 @@ enum Command {
         /// Dataset directory (WAV/PNG/JPEG); labels are saved to DIR/labels.csv.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// HOST:PORT; an address reachable from the network needs --token.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
+        /// Required on every request (default: $KILN_TOKEN); prefer the variable, as arguments
+        /// show in `ps`.
+        #[arg(long)]
+        token: Option<String>,
     },
     /// Export a cache entry in another format.
     Export {
@@ -295,7 +300,11 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Convert(args) => run_convert(args),
-        Command::Serve { dir, listen } => kiln::serve::serve(&listen, dir),
+        Command::Serve { dir, listen, token } => Ok(kiln::serve::serve(kiln::serve::ServeOptions {
+            listen,
+            dir,
+            token: token.or_else(|| std::env::var("KILN_TOKEN").ok().filter(|t| !t.is_empty())),
+        })?),
         Command::Cache { command } => run_cache(command),
         Command::Stream(args) => stream::run(args),
         Command::Export {

@@ -308,7 +308,7 @@ fn list_local(root: &Path) -> Listing {
                 let path = e
                     .path()
                     .and_then(|p| p.strip_prefix(root).ok())
-                    .map(|p| relative_string(p))
+                    .map(relative_string)
                     .unwrap_or_default();
                 let error = match e.loop_ancestor() {
                     Some(ancestor) => format!("symlink loop back to {}", ancestor.display()),
