@@ -8,12 +8,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Instant;
 
-use kiln::convert::{convert, ConvertOptions, Materialize, OnError};
-use kiln::labels::LabelRule;
+use kiln::cache::Materialize;
+use kiln::convert::{convert, ConvertOptions, OnError};
+use kiln::items::LabelRule;
 use kiln::loader::Loader;
+use kiln::transform::SpecFile;
 
 const SPEC: &str = r#"{"ops": [{"op": "load_audio"}, {"op": "stft", "n_fft": 400, "hop_length": 160},
     {"op": "magnitude", "power": 2.0}, {"op": "mel", "n_mels": 80}, {"op": "power_to_db"}]}"#;
@@ -63,7 +64,7 @@ fn options(
         source: source.to_string_lossy().into_owned(),
         table: None,
         include: vec!["*.wav".into()],
-        spec: serde_json::from_str(SPEC).unwrap(),
+        spec: SpecFile::from_value(serde_json::from_str(SPEC).unwrap()).unwrap(),
         cache: cache.to_owned(),
         labels: LabelRule::ParentDir,
         materialize: Materialize::Tensor,
@@ -72,7 +73,7 @@ fn options(
         row_group_bytes,
         zstd: true,
         on_error: OnError::Skip,
-        backend: Arc::new(kiln_core::CpuBackend),
+        backend: kiln::AnyBackend::Cpu(kiln_core::CpuBackend),
         workers,
         progress: false,
     }

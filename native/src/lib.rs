@@ -1,18 +1,27 @@
 //! kiln's native layer: file and object-store I/O around the kernels, the conversion cache,
-//! the loader, and the `kiln` CLI's commands.
+//! the loader, export and the labeling server. The `kiln` binary's `cli/` is a thin layer of
+//! clap types over it.
 //!
-//! - [`transform::transform_file`]: one file through a spec to a tensor.
-//! - [`convert::convert`]: a dataset to cached Parquet shards.
-//! - [`loader::Loader`]: shards back as shuffled, sharded, resumable batches.
+//! The data flow, one folder per stage:
+//! - [`items`]: sources listed and read (directories, object stores, Parquet tables), labels.
+//! - [`convert`]: items transformed into a cache entry ([`convert::convert`]).
+//! - [`cache`]: entries (key, manifest, locks, gc); [`shards`]: their Parquet files, writer
+//!   beside the verifying reader.
+//! - [`loader`]: an entry back as shuffled, sharded, resumable batches ([`loader::Loader`]).
+//! - [`export`] (TFRecord) and [`serve`] (the labeling page).
+//!
+//! Errors are one typed [`Error`].
 
 pub mod cache;
 pub mod convert;
-pub mod labels;
+mod error;
+pub mod export;
+pub mod fsio;
+pub mod items;
 pub mod loader;
-pub mod order;
 pub mod serve;
-pub mod shard;
-pub mod source;
-pub mod table;
-pub mod tfrecord;
+pub mod shards;
 pub mod transform;
+
+pub use error::{Error, Result};
+pub use kiln_gpu::{AnyBackend, BackendChoice};

@@ -1,39 +1,65 @@
-//! `kiln transform`: one file through a spec to a `.npy`.
+//! A spec read once (its JSON kept for cache keys and manifests), and one file through it.
 
 use std::fs;
 use std::path::Path;
 
-use anyhow::{Context, Result};
-use kiln_core::{Backend, CpuBackend, Pipeline, Spec, Tensor};
-use kiln_gpu::GpuBackend;
+use kiln_core::{Backend, Pipeline, Spec, Tensor};
 
-/// Which backend runs the plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BackendChoice {
-    Cpu,
-    Gpu,
+use crate::error::{Error, IoContext, Result};
+
+/// Spec files larger than this are not specs.
+const MAX_SPEC_BYTES: u64 = 1 << 20;
+
+/// A validated spec and the JSON it came from.
+#[derive(Debug, Clone)]
+pub struct SpecFile {
+    pub json: serde_json::Value,
+    pub spec: Spec,
 }
 
-/// Builds the chosen backend. The GPU one needs a `wgpu` adapter (a real GPU or Mesa's
-/// lavapipe); without one this is an error, never a silent CPU fallback.
-pub fn make_backend(choice: BackendChoice) -> Result<Box<dyn Backend>> {
-    Ok(match choice {
-        BackendChoice::Cpu => Box::new(CpuBackend),
-        BackendChoice::Gpu => Box::new(GpuBackend::new().context("starting the GPU backend")?),
-    })
-}
+impl SpecFile {
+    /// Reads and validates a spec file.
+    pub fn load(path: &Path) -> Result<SpecFile> {
+        let size = fs::metadata(path).at("reading spec", path)?.len();
+        if size > MAX_SPEC_BYTES {
+            return Err(Error::Spec {
+                path: Some(path.to_owned()),
+                source: kiln_core::Error::Spec {
+                    location: kiln_core::error::SpecLocation {
+                        index: None,
+                        op: None,
+                        field: None,
+                    },
+                    message: format!("{size} bytes is too large for a spec"),
+                },
+            });
+        }
+        let text = fs::read_to_string(path).at("reading spec", path)?;
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Json {
+            path: path.to_owned(),
+            source: e,
+        })?;
+        Self::from_value(json).map_err(|e| match e {
+            Error::Spec { source, .. } => Error::Spec {
+                path: Some(path.to_owned()),
+                source,
+            },
+            other => other,
+        })
+    }
 
-pub fn load_spec(path: &Path) -> Result<Spec> {
-    let text = fs::read_to_string(path).with_context(|| format!("reading spec {}", path.display()))?;
-    Spec::from_json(&text).with_context(|| format!("invalid spec {}", path.display()))
+    /// Validates spec JSON.
+    pub fn from_value(json: serde_json::Value) -> Result<SpecFile> {
+        let spec = Spec::from_value(&json).map_err(|source| Error::Spec { path: None, source })?;
+        Ok(SpecFile { json, spec })
+    }
 }
 
 /// Runs `pipeline` on the file at `input`; errors name the file.
 pub fn transform_file(pipeline: &Pipeline, backend: &dyn Backend, input: &Path) -> Result<Tensor> {
-    let bytes = fs::read(input).with_context(|| format!("reading {}", input.display()))?;
-    pipeline
-        .run(backend, &bytes)
-        .with_context(|| format!("{} ({} backend)", input.display(), backend.name()))
+    let bytes = fs::read(input).at("reading", input)?;
+    pipeline.run(backend, &bytes).map_err(|source| Error::Item {
+        path: format!("{} ({} backend)", input.display(), backend.name()),
+        source,
+    })
 }
-
-pub use crate::cache::write_atomic;

@@ -156,15 +156,34 @@ fn convert_reports_failures_hits_cache_and_rekeys_on_change() {
         .status
         .success());
     assert!(!Path::new(&entry).exists());
-    let gc = kiln(&[
+    let gc_args = [
         "cache",
         "gc",
         "--cache",
         cache.to_str().unwrap(),
         "--max-size",
         "0",
-    ]);
+    ];
+    // Entries just converted (or read) are kept by default: a job may be about to open them.
+    let kept = kiln(&gc_args);
+    assert!(kept.status.success(), "{}", stderr(&kept));
+    assert_eq!(String::from_utf8_lossy(&kept.stdout), "");
+    // A directory that is not a kiln entry is never touched, whatever the limits.
+    std::fs::create_dir_all(cache.join("photos")).unwrap();
+    std::fs::write(cache.join("photos/cat.jpg"), b"not kiln's").unwrap();
+    let refused = kiln(&["cache", "rm", "photos", "--cache", cache.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("not a kiln cache entry"),
+        "{}",
+        stderr(&refused)
+    );
+    let gc = kiln(&[&gc_args[..], &["--keep-recent", "0s"]].concat());
     assert!(gc.status.success(), "{}", stderr(&gc));
+    assert!(
+        cache.join("photos/cat.jpg").is_file(),
+        "gc deleted a user's directory"
+    );
     assert_eq!(
         json(&kiln(&[
             "cache",
@@ -722,7 +741,8 @@ fn gpu_resident_batches_match_host_batches() {
             .batch_size(5)
             .shuffle(3)
             .epochs(Some(1))
-            .gpu(gpu.clone())
+            .backend(kiln::AnyBackend::Gpu(gpu.clone()))
+            .device_output(true)
             .build()
             .unwrap();
         let mut batches = 0;
@@ -769,7 +789,8 @@ fn gpu_resident_batches_match_host_batches() {
     let audio = write_spec(&root, "audio.json", AUDIO_SPEC);
     let varying = convert(&data, &audio, &root.join("cache"), &["--include", "*.wav"]);
     let refused = Loader::builder(varying["entry"].as_str().unwrap())
-        .gpu(gpu)
+        .backend(kiln::AnyBackend::Gpu(gpu))
+        .device_output(true)
         .build();
     assert!(refused
         .unwrap_err()

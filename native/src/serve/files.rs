@@ -7,9 +7,7 @@
 //! (walkdir compares each directory with its ancestors), and a listing's size is bounded.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::http::StatusCode;
 
@@ -198,44 +196,13 @@ pub(super) fn read_labels(root: &Path, max_bytes: usize) -> Result<Vec<u8>, Refu
     fs::read(&real).map_err(|e| internal(format!("reading {}: {e}", path.display())))
 }
 
-/// Saves `labels.csv` atomically: written to a temporary file of its own (never shared with
-/// another save, so concurrent saves cannot mix or remove each other's files), synced, then
-/// renamed over the old file. The caller serialises saves so the last one wins whole.
+/// Saves `labels.csv` atomically through the crate's one atomic-write helper (a temporary of
+/// its own per save, so concurrent saves cannot mix); the caller serialises saves so the last
+/// one wins whole.
 pub(super) fn write_labels(root: &Path, bytes: &[u8]) -> Result<(), Refusal> {
-    static SAVES: AtomicU64 = AtomicU64::new(0);
     let path = root.join(LABELS_FILE);
-    let failed = |e: std::io::Error| {
-        (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("saving {}: {e}", path.display()),
-        )
-    };
-    // Hidden (leading `.`) so a listing never shows it; `create_new` so a leftover of a crashed
-    // run with the same name is never written through.
-    let (tmp, mut file) = loop {
-        let n = SAVES.fetch_add(1, Ordering::Relaxed);
-        let tmp = root.join(format!(".{LABELS_FILE}.{}.{n}.tmp", std::process::id()));
-        match fs::OpenOptions::new().write(true).create_new(true).open(&tmp) {
-            Ok(file) => break (tmp, file),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(failed(e)),
-        }
-    };
-    let result = file
-        .write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .and_then(|()| fs::rename(&tmp, &path));
-    drop(file);
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(failed(e));
-    }
-    // The rename is durable once the directory is synced; a failure here loses nothing that
-    // was not already on disk, so it is not reported.
-    if let Ok(dir) = fs::File::open(root) {
-        let _ = dir.sync_all();
-    }
-    Ok(())
+    crate::fsio::write_atomic(&path, bytes)
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("saving labels: {e}")))
 }
 
 #[cfg(test)]

@@ -6,15 +6,12 @@ use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
-use arrow::array::{
-    Array, BinaryArray, FixedSizeListArray, Float32Array, Int32Array, ListArray, StringArray, UInt32Array,
-    UInt64Array, UInt8Array,
-};
+use arrow::array::{Array, BinaryArray, Int32Array, StringArray, UInt64Array};
 use arrow::record_batch::RecordBatch;
 
-use crate::cache::tmp_path;
-use crate::loader::Entry;
+use crate::error::{Error, IoContext, Result};
+use crate::fsio::AtomicFile;
+use crate::shards::{EntryReader, TensorColumn, TensorValues};
 
 fn masked_crc(data: &[u8]) -> u32 {
     let crc = crc32c::crc32c(data);
@@ -88,17 +85,26 @@ fn write_record(out: &mut impl Write, data: &[u8]) -> std::io::Result<()> {
     out.write_all(&masked_crc(data).to_le_bytes())
 }
 
-fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Option<&'a T> {
+fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
     batch
         .column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| Error::invalid("batch", format!("no `{name}` column of the expected type")))
 }
 
 fn examples(batch: &RecordBatch, fixed_shape: Option<&[usize]>) -> Result<Vec<Vec<u8>>> {
-    let ids = column::<UInt64Array>(batch, "row_id").context("row_id column")?;
-    let paths = column::<StringArray>(batch, "path").context("path column")?;
-    let labels = column::<StringArray>(batch, "label").context("label column")?;
-    let indices = column::<Int32Array>(batch, "label_index").context("label_index column")?;
+    let ids = column::<UInt64Array>(batch, "row_id")?;
+    let paths = column::<StringArray>(batch, "path")?;
+    let labels = column::<StringArray>(batch, "label")?;
+    let indices = column::<Int32Array>(batch, "label_index")?;
+    let tensors = batch
+        .column_by_name("tensor")
+        .map(|_| TensorColumn::from_batch(batch, fixed_shape))
+        .transpose()?;
+    let content = batch
+        .column_by_name("content")
+        .map(|_| column::<BinaryArray>(batch, "content"))
+        .transpose()?;
     let mut out = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
         let mut features = vec![
@@ -109,32 +115,18 @@ fn examples(batch: &RecordBatch, fixed_shape: Option<&[usize]>) -> Result<Vec<Ve
             features.push(("label", Feature::Bytes(vec![labels.value(i).as_bytes()])));
             features.push(("label_index", Feature::Ints(vec![i64::from(indices.value(i))])));
         }
-        let tensor_values = if let Some(list) = column::<FixedSizeListArray>(batch, "tensor") {
-            Some(list.value(i))
-        } else {
-            column::<ListArray>(batch, "tensor").map(|list| list.value(i))
-        };
-        if let Some(values) = &tensor_values {
-            if let Some(f) = values.as_any().downcast_ref::<Float32Array>() {
-                features.push(("tensor", Feature::Floats(f.values())));
-            } else if let Some(u) = values.as_any().downcast_ref::<UInt8Array>() {
-                features.push(("tensor", Feature::Bytes(vec![u.values()])));
-            }
-            let shape: Vec<i64> = match (fixed_shape, column::<ListArray>(batch, "shape")) {
-                (Some(shape), _) => shape.iter().map(|&d| d as i64).collect(),
-                (None, Some(shapes)) => {
-                    let dims = shapes.value(i);
-                    let dims = dims
-                        .as_any()
-                        .downcast_ref::<UInt32Array>()
-                        .context("shape values")?;
-                    dims.values().iter().map(|&d| i64::from(d)).collect()
-                }
-                (None, None) => Vec::new(),
-            };
+        if let Some(tensors) = &tensors {
+            features.push((
+                "tensor",
+                match tensors.values(i) {
+                    TensorValues::F32(v) => Feature::Floats(v),
+                    TensorValues::U8(v) => Feature::Bytes(vec![v]),
+                },
+            ));
+            let shape = tensors.shape(i).iter().map(|&d| d as i64).collect();
             features.push(("shape", Feature::Ints(shape)));
         }
-        if let Some(content) = column::<BinaryArray>(batch, "content") {
+        if let Some(content) = content {
             features.push(("content", Feature::Bytes(vec![content.value(i)])));
         }
         out.push(encode_example(&features));
@@ -142,31 +134,29 @@ fn examples(batch: &RecordBatch, fixed_shape: Option<&[usize]>) -> Result<Vec<Ve
     Ok(out)
 }
 
-/// Writes one `part-NNNNN.tfrecord` per shard into `out_dir`; returns the files and row count.
+/// Writes one `part-NNNNN.tfrecord` per shard into `out_dir` (each verified before it is read);
+/// returns the files and row count.
 pub fn export(entry_dir: &Path, out_dir: &Path) -> Result<(Vec<PathBuf>, u64)> {
-    let entry = Entry::open(entry_dir)?;
-    fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let fixed = entry.manifest.tensor.as_ref().and_then(|t| t.shape.clone());
+    let entry = EntryReader::open(entry_dir)?;
+    fs::create_dir_all(out_dir).at("creating", out_dir)?;
+    let fixed = entry.tensor_info().and_then(|t| t.shape.clone());
     let mut files = Vec::new();
     let mut rows = 0;
-    for (index, shard) in entry.manifest.shards.iter().enumerate() {
+    for index in 0..entry.manifest.shards.len() {
+        let shard = entry.shard(index)?;
         let path = out_dir.join(format!("part-{index:05}.tfrecord"));
-        let tmp = tmp_path(&path);
-        let mut out =
-            BufWriter::new(fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?);
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(fs::File::open(
-            entry.dir.join(&shard.file),
-        )?)?
-        .build()?;
-        for batch in reader {
+        let mut file = AtomicFile::create(&path)?;
+        let mut out = BufWriter::new(file.take_file());
+        for batch in shard.batches() {
             for example in examples(&batch?, fixed.as_deref())? {
-                write_record(&mut out, &example)?;
+                write_record(&mut out, &example).at("writing", &path)?;
                 rows += 1;
             }
         }
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+        let inner = out
+            .into_inner()
+            .map_err(|e| Error::io("writing", &path, e.into_error()))?;
+        file.commit_file(inner)?;
         files.push(path);
     }
     Ok((files, rows))

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
 use arrow::array::{Array, ArrayRef, BinaryArray, LargeBinaryArray, StringArray};
 use arrow::datatypes::DataType;
 use bytes::Bytes;
@@ -12,7 +11,16 @@ use futures::{SinkExt, Stream};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 
-use crate::source::{Source, SourceItem};
+use super::source::{Source, SourceItem};
+use crate::error::{Error, Result};
+
+/// A table file that cannot be read as one.
+fn table_error(file: &str, message: impl Into<String>) -> Error {
+    Error::Source {
+        location: file.to_owned(),
+        message: message.into(),
+    }
+}
 
 /// Which columns hold what.
 #[derive(Debug, Clone)]
@@ -38,7 +46,7 @@ fn reader(
     file: &str,
 ) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .with_context(|| format!("{file}: not a Parquet file"))?;
+        .map_err(|e| table_error(file, format!("not a Parquet file: {e}")))?;
     let schema = builder.parquet_schema();
     let mut indices = Vec::new();
     for name in columns {
@@ -46,30 +54,37 @@ fn reader(
             .columns()
             .iter()
             .position(|c| c.path().string() == *name)
-            .with_context(|| format!("{file}: no column `{name}`"))?;
+            .ok_or_else(|| table_error(file, format!("no column `{name}`")))?;
         indices.push(index);
     }
     let mask = ProjectionMask::leaves(schema, indices);
-    Ok(builder.with_projection(mask).with_batch_size(256).build()?)
+    builder
+        .with_projection(mask)
+        .with_batch_size(256)
+        .build()
+        .map_err(|e| table_error(file, e.to_string()))
 }
 
-fn strings(array: &ArrayRef) -> Result<StringArray> {
-    let cast = arrow::compute::cast(array, &DataType::Utf8)?;
-    Ok(cast
-        .as_any()
+fn strings(array: &ArrayRef, file: &str, name: &str) -> Result<StringArray> {
+    let cast = arrow::compute::cast(array, &DataType::Utf8)
+        .map_err(|e| table_error(file, format!("column `{name}`: {e}")))?;
+    cast.as_any()
         .downcast_ref::<StringArray>()
-        .context("string column")?
-        .clone())
+        .cloned()
+        .ok_or_else(|| table_error(file, format!("column `{name}` is not text")))
 }
 
-fn binary_at(array: &ArrayRef, i: usize) -> Result<Bytes> {
+fn binary_at(array: &ArrayRef, i: usize, file: &str) -> Result<Bytes> {
     if let Some(b) = array.as_any().downcast_ref::<BinaryArray>() {
         return Ok(Bytes::copy_from_slice(b.value(i)));
     }
     if let Some(b) = array.as_any().downcast_ref::<LargeBinaryArray>() {
         return Ok(Bytes::copy_from_slice(b.value(i)));
     }
-    bail!("content column is {}, not binary", array.data_type())
+    Err(table_error(
+        file,
+        format!("content column is {}, not binary", array.data_type()),
+    ))
 }
 
 /// Reads the path (and label) columns of every file, in file order.
@@ -84,15 +99,21 @@ pub async fn list_rows(
         let mut wanted = vec![columns.path.as_str()];
         wanted.extend(columns.label.as_deref());
         for batch in reader(bytes, &wanted, &file.path)? {
-            let batch = batch.with_context(|| format!("reading {}", file.path))?;
-            let paths = strings(batch.column_by_name(&columns.path).context("path column")?)?;
+            let batch = batch.map_err(|e| table_error(&file.path, e.to_string()))?;
+            let column = |name: &str| {
+                batch
+                    .column_by_name(name)
+                    .ok_or_else(|| table_error(&file.path, format!("no column `{name}`")))
+                    .and_then(|c| strings(c, &file.path, name))
+            };
+            let paths = column(&columns.path)?;
             let labels = match &columns.label {
-                Some(name) => Some(strings(batch.column_by_name(name).context("label column")?)?),
+                Some(name) => Some(column(name)?),
                 None => None,
             };
             for i in 0..batch.num_rows() {
                 if paths.is_null(i) {
-                    bail!("{}: row {} has no path", file.path, rows.len());
+                    return Err(table_error(&file.path, format!("row {} has no path", rows.len())));
                 }
                 let label = labels
                     .as_ref()
@@ -123,17 +144,17 @@ pub fn contents(
             let result: Result<()> = (|| {
                 let bytes = handle.block_on(source.fetch(file))?;
                 for batch in reader(bytes, &[columns.content.as_str()], &file.path)? {
-                    let batch = batch.with_context(|| format!("reading {}", file.path))?;
+                    let batch = batch.map_err(|e| table_error(&file.path, e.to_string()))?;
                     let content = batch
                         .column_by_name(&columns.content)
-                        .context("content column")?
+                        .ok_or_else(|| table_error(&file.path, format!("no column `{}`", columns.content)))?
                         .clone();
                     for i in 0..batch.num_rows() {
                         if index >= skip {
                             let value = if content.is_null(i) {
-                                Err(anyhow::anyhow!("row {index} has no content"))
+                                Err(table_error(&file.path, format!("row {index} has no content")))
                             } else {
-                                binary_at(&content, i)
+                                binary_at(&content, i, &file.path)
                             };
                             if handle.block_on(sender.send((index, value))).is_err() {
                                 return Ok(());
@@ -146,7 +167,7 @@ pub fn contents(
             })();
             if let Err(e) = result {
                 // A whole file that cannot be read fails the job: its rows cannot be counted.
-                let _ = handle.block_on(sender.send((index, Err(e.context("table source unreadable")))));
+                let _ = handle.block_on(sender.send((index, Err(e))));
                 return;
             }
         }

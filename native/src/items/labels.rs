@@ -4,8 +4,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
 use regex::Regex;
+
+use crate::error::{Error, Result};
 
 /// Where labels come from.
 #[derive(Debug, Clone)]
@@ -48,9 +49,9 @@ impl LabelRule {
     }
 
     pub fn from_regex(pattern: &str) -> Result<Self> {
-        Ok(LabelRule::Regex(
-            Regex::new(pattern).with_context(|| format!("invalid --label-regex {pattern:?}"))?,
-        ))
+        Ok(LabelRule::Regex(Regex::new(pattern).map_err(|e| {
+            Error::invalid("--label-regex", format!("{pattern:?}: {e}"))
+        })?))
     }
 
     /// Reads a labels file: CSV with a `path,label` header (the format the labeling tool
@@ -67,20 +68,21 @@ impl LabelRule {
 }
 
 fn read_csv_labels(file: &Path) -> Result<HashMap<String, String>> {
-    let mut reader =
-        csv::Reader::from_path(file).with_context(|| format!("reading labels {}", file.display()))?;
-    let headers = reader.headers()?.clone();
+    let bad = |problem: String| Error::Labels {
+        path: file.to_owned(),
+        problem,
+    };
+    let mut reader = csv::Reader::from_path(file).map_err(|e| bad(e.to_string()))?;
+    let headers = reader.headers().map_err(|e| bad(e.to_string()))?.clone();
     let column = |name: &str| headers.iter().position(|h| h.trim() == name);
     let (Some(p), Some(l)) = (column("path"), column("label")) else {
-        bail!(
-            "labels {}: needs a header with `path` and `label` columns, got {:?}",
-            file.display(),
-            headers
-        );
+        return Err(bad(format!(
+            "needs a header with `path` and `label` columns, got {headers:?}"
+        )));
     };
     let mut map = HashMap::new();
     for (line, record) in reader.records().enumerate() {
-        let record = record.with_context(|| format!("labels {} line {}", file.display(), line + 2))?;
+        let record = record.map_err(|e| bad(format!("line {}: {e}", line + 2)))?;
         map.insert(record[p].to_owned(), record[l].to_owned());
     }
     Ok(map)
@@ -88,23 +90,27 @@ fn read_csv_labels(file: &Path) -> Result<HashMap<String, String>> {
 
 fn read_parquet_labels(file: &Path) -> Result<HashMap<String, String>> {
     use arrow::array::{Array, StringArray};
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-        std::fs::File::open(file).with_context(|| format!("reading labels {}", file.display()))?,
-    )?
-    .build()?;
+    let bad = |problem: String| Error::Labels {
+        path: file.to_owned(),
+        problem,
+    };
+    let opened = std::fs::File::open(file).map_err(|e| bad(e.to_string()))?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(opened)
+        .and_then(|b| b.build())
+        .map_err(|e| bad(format!("not a readable Parquet file: {e}")))?;
     let mut map = HashMap::new();
     for batch in reader {
-        let batch = batch?;
+        let batch = batch.map_err(|e| bad(e.to_string()))?;
         let column = |name: &str| -> Result<StringArray> {
             let col = batch
                 .column_by_name(name)
-                .with_context(|| format!("labels {}: no `{name}` column", file.display()))?;
-            let cast = arrow::compute::cast(col, &arrow::datatypes::DataType::Utf8)?;
-            Ok(cast
-                .as_any()
+                .ok_or_else(|| bad(format!("no `{name}` column")))?;
+            let cast = arrow::compute::cast(col, &arrow::datatypes::DataType::Utf8)
+                .map_err(|e| bad(format!("column `{name}`: {e}")))?;
+            cast.as_any()
                 .downcast_ref::<StringArray>()
-                .expect("cast to Utf8")
-                .clone())
+                .cloned()
+                .ok_or_else(|| bad(format!("column `{name}` is not text")))
         };
         let (paths, labels) = (column("path")?, column("label")?);
         for i in 0..batch.num_rows() {

@@ -1,0 +1,23 @@
+//! The conversion cache: one directory per entry, named by a content hash of what produced it.
+//!
+//! ```text
+//! CACHE/<key>/.kiln-entry       written first: marks the directory as kiln's (gc touches no other)
+//! CACHE/<key>/manifest.json     written last, atomically: an entry is complete iff it exists
+//! CACHE/<key>/part-00000.parquet
+//! CACHE/<key>/progress.jsonl    finished shards and failures, for resuming an interrupted run
+//! CACHE/<key>/.lock             held (exclusively) while a process converts into the entry
+//! CACHE/<key>/.readers          held (shared) by readers; gc and rm skip entries in use
+//! ```
+
+mod gc;
+mod key;
+mod lock;
+mod manifest;
+
+pub use gc::{gc, list_entries, remove_entry, EntrySummary, GcOptions};
+pub use key::{cache_key, hex, sha256_file};
+pub use lock::{lock_entry, mark_entry, EntryLock, ReaderLock};
+pub use manifest::{
+    read_manifest, DType, Failure, Manifest, Materialize, ShardInfo, TensorInfo, FORMAT_VERSION, JOURNAL,
+    MANIFEST,
+};

@@ -1,0 +1,231 @@
+//! The second stage: fetch and transform items in parallel (in listing order) and write them
+//! as shards. One bad item is a failure of that item alone, whatever it does (a decode error,
+//! a panic in a kernel); the job ends early only with `--on-error fail`.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use kiln_core::{Backend, Pipeline};
+
+use super::journal::{self, JournalRecord};
+use super::plan::Job;
+use super::{ConvertOptions, OnError};
+use crate::cache::{Failure, Materialize, ShardInfo};
+use crate::error::{Error, Result};
+use crate::shards::{Layout, Payload, Row, ShardOptions, ShardWriter};
+
+/// What one pass wrote.
+#[derive(Debug, Default)]
+pub(super) struct Written {
+    pub shards: Vec<ShardInfo>,
+    pub failed: Vec<Failure>,
+    pub rows: u64,
+}
+
+fn progress_bar(total: u64, visible: bool) -> ProgressBar {
+    let bar = if visible {
+        ProgressBar::new(total)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} converting [{bar:30}] {pos}/{len} items {per_sec} eta {eta} {msg}",
+        )
+        .expect("template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Fault injection for the resume tests: `KILN_CRASH_AFTER_SHARDS=N` aborts the process (no
+/// cleanup, like `kill -9`) right after the Nth shard of a run is committed.
+fn crash_for_tests(shards_this_run: usize) {
+    let limit = std::env::var("KILN_CRASH_AFTER_SHARDS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok());
+    if limit.is_some_and(|n| shards_this_run >= n) {
+        eprintln!("KILN_CRASH_AFTER_SHARDS: aborting");
+        std::process::abort();
+    }
+}
+
+/// Fetched bytes of the items in `indices` (ascending listing positions), in that order.
+fn contents(
+    opts: &ConvertOptions,
+    job: &Arc<Job>,
+    indices: Vec<u64>,
+) -> futures::stream::BoxStream<'static, (u64, Result<Bytes>)> {
+    let parallel = opts.workers * 2;
+    match &opts.table {
+        None => {
+            let job = job.clone();
+            futures::stream::iter(indices)
+                .map(move |index| {
+                    let job = job.clone();
+                    async move { (index, job.source.fetch(&job.items[index as usize]).await) }
+                })
+                .buffered(parallel)
+                .boxed()
+        }
+        Some(columns) => {
+            let first = indices.first().copied().unwrap_or(0);
+            let wanted: HashSet<u64> = indices.into_iter().collect();
+            // The table's rows come in order from `first`; keep the wanted ones.
+            crate::items::table::contents(job.source.clone(), job.items.clone(), columns.clone(), first)
+                .filter(move |(i, _)| futures::future::ready(wanted.contains(i)))
+                .boxed()
+        }
+    }
+}
+
+/// Transforms one item's bytes on a blocking thread; a panic is that item's failure.
+async fn transform(
+    pipeline: Arc<Pipeline>,
+    backend: kiln_gpu::AnyBackend,
+    materialize: Materialize,
+    bytes: Bytes,
+) -> Result<Payload, String> {
+    let work = tokio::task::spawn_blocking(move || -> Result<Payload, kiln_core::Error> {
+        Ok(match materialize {
+            Materialize::Tensor => Payload::Tensor(pipeline.run(&backend as &dyn Backend, &bytes)?),
+            // Raw rows are still decoded once, so corrupt files are caught now.
+            Materialize::Raw => {
+                pipeline.decode(&bytes)?;
+                Payload::Raw(bytes)
+            }
+        })
+    });
+    match work.await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(join) => Err(match join.try_into_panic() {
+            Ok(payload) => Error::panicked("the transform", payload).to_string(),
+            Err(e) => format!("cancelled: {e}"),
+        }),
+    }
+}
+
+/// Converts the items at `indices` into shards numbered from `first_shard`; with `journal`,
+/// each finished shard is recorded for resuming.
+pub(super) async fn write_items(
+    opts: &ConvertOptions,
+    job: &Arc<Job>,
+    entry: &Path,
+    indices: Vec<u64>,
+    first_shard: usize,
+    journal: bool,
+) -> Result<Written> {
+    let bar = progress_bar(indices.len() as u64, opts.progress);
+    let pipeline = Arc::new(Pipeline::new(opts.spec.spec.clone()));
+    let fixed_shape = match &job.layout {
+        Layout::Tensor(info) => info.shape.clone(),
+        Layout::Raw => None,
+    };
+    let results = contents(opts, job, indices)
+        .map(|(index, bytes)| {
+            let (pipeline, backend, materialize) = (pipeline.clone(), opts.backend.clone(), opts.materialize);
+            async move {
+                let payload = match bytes {
+                    Ok(bytes) => transform(pipeline, backend, materialize, bytes).await,
+                    Err(e) => Err(match e {
+                        Error::Fetch { message, .. } => format!("reading: {message}"),
+                        other => other.to_string(),
+                    }),
+                };
+                (index, payload)
+            }
+        })
+        .buffered(opts.workers * 2);
+    futures::pin_mut!(results);
+    let mut written = Written::default();
+    let mut writer: Option<ShardWriter> = None;
+    let mut failed_since_shard: Vec<Failure> = Vec::new();
+    let mut last_item = 0;
+    while let Some((index, payload)) = results.next().await {
+        last_item = index + 1;
+        bar.inc(1);
+        let path = job.units[index as usize].clone();
+        let payload = payload.and_then(|p| match (&p, &fixed_shape) {
+            (Payload::Tensor(t), Some(shape)) if &t.shape != shape => Err(format!(
+                "output shape {:?} differs from the entry's {shape:?}",
+                t.shape
+            )),
+            _ => Ok(p),
+        });
+        let payload = match payload {
+            Ok(payload) => payload,
+            Err(message) => {
+                if opts.on_error == OnError::Fail {
+                    return Err(Error::ItemFailed { path, message });
+                }
+                bar.println(format!("skipping {path}: {message}"));
+                failed_since_shard.push(Failure { path, error: message });
+                continue;
+            }
+        };
+        let label = job.labels[index as usize].clone();
+        let label_index = label
+            .as_ref()
+            .and_then(|l| job.names.binary_search(l).ok())
+            .map(|i| i as i32);
+        let row = Row {
+            row_id: index,
+            path,
+            label,
+            label_index,
+            payload,
+        };
+        if writer.is_none() {
+            let rows_per_group = opts
+                .row_group_rows
+                .unwrap_or_else(|| (opts.row_group_bytes as usize / row.payload_bytes().max(1)).max(1));
+            let number = first_shard + written.shards.len();
+            let file = entry.join(format!("part-{number:05}.parquet"));
+            let options = ShardOptions {
+                row_group_rows: rows_per_group,
+                zstd: opts.zstd,
+            };
+            writer = Some(ShardWriter::create(&file, &job.layout, options, index)?);
+        }
+        let w = writer.as_mut().expect("writer created above");
+        w.push(row)?;
+        written.rows += 1;
+        if w.payload_bytes >= opts.shard_bytes {
+            let shard = writer.take().expect("writer").finish(last_item)?;
+            if journal {
+                journal::append(
+                    entry,
+                    &JournalRecord {
+                        shard: Some(shard.clone()),
+                        failed: failed_since_shard.clone(),
+                        end_item: last_item,
+                    },
+                )?;
+            }
+            written.shards.push(shard);
+            written.failed.append(&mut failed_since_shard);
+            if journal {
+                crash_for_tests(written.shards.len());
+            }
+        }
+    }
+    let shard = writer.take().map(|w| w.finish(last_item)).transpose()?;
+    if journal && (shard.is_some() || !failed_since_shard.is_empty()) {
+        journal::append(
+            entry,
+            &JournalRecord {
+                shard: shard.clone(),
+                failed: failed_since_shard.clone(),
+                end_item: last_item,
+            },
+        )?;
+    }
+    written.shards.extend(shard);
+    written.failed.append(&mut failed_since_shard);
+    bar.finish_and_clear();
+    Ok(written)
+}

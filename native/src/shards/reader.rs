@@ -1,0 +1,155 @@
+//! The shard reader: a shard is checked against its manifest record (size and SHA-256, then
+//! its schema and row groups) before any of its rows are handed out, so a flipped byte, a
+//! swapped or truncated file is an error naming the shard, never silently wrong data.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+
+use super::{schema, Layout};
+use crate::cache::{hex, ShardInfo};
+use crate::error::{Error, Result};
+
+/// A verified shard, open for reading row groups.
+#[derive(Debug)]
+pub struct ShardReader {
+    path: PathBuf,
+    file: fs::File,
+    metadata: ArrowReaderMetadata,
+    schema: SchemaRef,
+    row_groups: Vec<u64>,
+}
+
+fn hash_open_file(file: &mut fs::File, path: &Path) -> Result<(u64, String)> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut h = Sha256::new();
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = file
+            .read(&mut chunk)
+            .map_err(|e| Error::shard(path, format!("unreadable: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        h.update(&chunk[..n]);
+    }
+    Ok((total, hex(&h.finalize())))
+}
+
+impl ShardReader {
+    /// Opens `info.file` in `entry` and verifies it against `info`; `layout` is the entry's.
+    pub fn open(entry: &Path, info: &ShardInfo, layout: &Layout) -> Result<ShardReader> {
+        let path = entry.join(&info.file);
+        let mut file = fs::File::open(&path).map_err(|e| Error::shard(&path, format!("cannot open: {e}")))?;
+        let size = file
+            .metadata()
+            .map_err(|e| Error::shard(&path, format!("cannot stat: {e}")))?
+            .len();
+        if size != info.bytes {
+            return Err(Error::shard(
+                &path,
+                format!(
+                    "is {size} bytes, the manifest says {} (truncated or replaced)",
+                    info.bytes
+                ),
+            ));
+        }
+        let (read, sha256) = hash_open_file(&mut file, &path)?;
+        if read != info.bytes || sha256 != info.sha256 {
+            return Err(Error::shard(
+                &path,
+                format!(
+                    "SHA-256 {sha256} does not match the manifest's {} (corrupted, swapped or modified)",
+                    info.sha256
+                ),
+            ));
+        }
+        let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
+            .map_err(|e| Error::shard(&path, format!("not a readable Parquet file: {e}")))?;
+        let expected = schema(layout);
+        let fields = |s: &SchemaRef| -> Vec<(String, String)> {
+            s.fields()
+                .iter()
+                .map(|f| (f.name().clone(), f.data_type().to_string()))
+                .collect()
+        };
+        let schema = metadata.schema().clone();
+        if fields(&schema) != fields(&expected) {
+            return Err(Error::shard(
+                &path,
+                format!(
+                    "columns {:?} are not the entry's {:?}",
+                    fields(&schema),
+                    fields(&expected)
+                ),
+            ));
+        }
+        let row_groups: Vec<u64> = metadata
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|rg| rg.num_rows().max(0) as u64)
+            .collect();
+        if row_groups != info.row_groups {
+            return Err(Error::shard(
+                &path,
+                format!(
+                    "row groups {row_groups:?} differ from the manifest's {:?}",
+                    info.row_groups
+                ),
+            ));
+        }
+        Ok(ShardReader {
+            path,
+            file,
+            metadata,
+            schema: expected,
+            row_groups,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn row_groups(&self) -> &[u64] {
+        &self.row_groups
+    }
+
+    /// One row group as one record batch, with the entry's schema (and its metadata).
+    pub fn read_row_group(&self, index: usize) -> Result<RecordBatch> {
+        let rows = *self
+            .row_groups
+            .get(index)
+            .ok_or_else(|| Error::shard(&self.path, format!("has no row group {index}")))?;
+        let bad = |e: &dyn std::fmt::Display| Error::shard(&self.path, format!("row group {index}: {e}"));
+        let file = self.file.try_clone().map_err(|e| bad(&e))?;
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.metadata.clone())
+            .with_row_groups(vec![index])
+            .with_batch_size(rows.max(1) as usize)
+            .build()
+            .map_err(|e| bad(&e))?;
+        let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().map_err(|e| bad(&e))?;
+        let batch = match batches.len() {
+            1 => batches.into_iter().next().expect("one batch"),
+            _ => arrow::compute::concat_batches(&self.schema, &batches).map_err(|e| bad(&e))?,
+        };
+        if batch.num_rows() as u64 != rows {
+            return Err(bad(&format!("holds {} rows, expected {rows}", batch.num_rows())));
+        }
+        RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec()).map_err(|e| bad(&e))
+    }
+
+    /// Every row group in order.
+    pub fn batches(&self) -> impl Iterator<Item = Result<RecordBatch>> + '_ {
+        (0..self.row_groups.len()).map(|i| self.read_row_group(i))
+    }
+}
