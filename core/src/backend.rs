@@ -3,6 +3,7 @@
 use crate::audio::{db::power_to_db, mfcc::apply_dct, stft::magnitude};
 use crate::error::{Error, Result};
 use crate::image::ops;
+use crate::limits::MAX_TENSOR_ELEMENTS;
 use crate::plan::{Plan, Step};
 use crate::tensor::{Tensor, TensorData};
 
@@ -29,11 +30,42 @@ impl Backend for CpuBackend {
     }
 }
 
-/// Splits a shape into (leading channels, the last `inner` dims).
-fn split_leading(shape: &[usize], inner: usize) -> (Vec<usize>, usize) {
-    let lead = shape[..shape.len() - inner].to_vec();
+/// Splits a shape into (leading channels, the last `inner` dims), or an error naming `op` when
+/// the tensor has fewer than `inner` dims.
+fn split_leading(shape: &[usize], inner: usize, op: &'static str) -> Result<(Vec<usize>, usize)> {
+    let split = shape.len().checked_sub(inner).ok_or_else(|| {
+        Error::input(
+            op,
+            format!("expects at least {inner} dimensions, got shape {shape:?}"),
+        )
+    })?;
+    let lead = shape[..split].to_vec();
     let count = lead.iter().product();
-    (lead, count)
+    Ok((lead, count))
+}
+
+/// The element count of an output of shape `dims`, or an error past [`MAX_TENSOR_ELEMENTS`].
+fn output_len(op: &'static str, dims: &[usize]) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= MAX_TENSOR_ELEMENTS)
+        .ok_or_else(|| {
+            Error::input(
+                op,
+                format!("an output of shape {dims:?} exceeds the limit of {MAX_TENSOR_ELEMENTS} values"),
+            )
+        })
+}
+
+/// An image step's input must be the image its plan was made for.
+fn check_len(op: &'static str, got: usize, planned: usize) -> Result<()> {
+    if got == planned {
+        return Ok(());
+    }
+    Err(Error::input(
+        op,
+        format!("the plan is for {planned} values, the tensor holds {got}"),
+    ))
 }
 
 fn with_tail(lead: &[usize], tail: &[usize]) -> Vec<usize> {
@@ -50,19 +82,30 @@ fn expect_f32(tensor: Tensor, op: &'static str) -> Result<(Vec<usize>, Vec<f32>)
     }
 }
 
-/// Runs independent per-channel jobs, one scoped thread each where threads exist.
+/// Runs independent per-channel jobs on scoped threads where threads exist, at most one per
+/// core (a WAV header may declare 65535 channels), each taking every `threads`-th job.
 fn run_per_channel<J: Send>(jobs: Vec<J>, work: impl Fn(J) -> Result<()> + Sync) -> Result<()> {
     #[cfg(not(target_arch = "wasm32"))]
     if jobs.len() > 1 {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let threads = jobs.len().min(cores);
+        let mut shares: Vec<Vec<J>> = (0..threads).map(|_| Vec::new()).collect();
+        for (i, job) in jobs.into_iter().enumerate() {
+            shares[i % threads].push(job);
+        }
         return std::thread::scope(|scope| {
             let work = &work;
-            let handles: Vec<_> = jobs
-                .into_iter()
-                .map(|job| scope.spawn(move || work(job)))
-                .collect();
-            handles
-                .into_iter()
-                .try_for_each(|h| h.join().expect("channel worker panicked"))
+            let mut handles = Vec::with_capacity(threads);
+            for share in shares {
+                let handle = std::thread::Builder::new()
+                    .spawn_scoped(scope, move || share.into_iter().try_for_each(work))
+                    .map_err(|e| Error::input("stft", format!("cannot start a worker thread: {e}")))?;
+                handles.push(handle);
+            }
+            handles.into_iter().try_for_each(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::input("stft", "a channel worker panicked")))
+            })
         });
     }
     jobs.into_iter().try_for_each(work)
@@ -72,11 +115,13 @@ fn run_step(step: &Step, tensor: Tensor) -> Result<Tensor> {
     Ok(match step {
         Step::Stft(plan) => {
             let (shape, signal) = expect_f32(tensor, "stft")?;
-            let samples = *shape.last().expect("waveform has a sample axis");
-            let (lead, channels) = split_leading(&shape, 1);
+            let (lead, channels) = split_leading(&shape, 1, "stft")?;
+            let samples = shape[shape.len() - 1];
             let n_frames = plan.n_frames(samples)?;
+            let len = output_len("stft", &[channels, plan.n_freq(), n_frames])?;
+            // Interleaved (re, im).
             let per_channel = 2 * plan.n_freq() * n_frames;
-            let mut out = vec![0.0f32; channels * per_channel];
+            let mut out = vec![0.0f32; 2 * len];
             let jobs: Vec<_> = signal
                 .chunks_exact(samples)
                 .zip(out.chunks_exact_mut(per_channel))
@@ -94,16 +139,19 @@ fn run_step(step: &Step, tensor: Tensor) -> Result<Tensor> {
         }
         Step::Mel(bank) => {
             let (shape, spec) = expect_f32(tensor, "mel")?;
-            let (lead, channels) = split_leading(&shape, 2);
+            let (lead, channels) = split_leading(&shape, 2, "mel")?;
             let (n_freq, n_frames) = (shape[shape.len() - 2], shape[shape.len() - 1]);
-            if n_freq != bank.n_freq {
+            if n_freq != bank.n_freq || n_frames == 0 {
                 return Err(Error::input(
                     "mel",
-                    format!("filterbank expects {} bins, got {n_freq}", bank.n_freq),
+                    format!(
+                        "filterbank expects {} bins and frames, got shape {shape:?}",
+                        bank.n_freq
+                    ),
                 ));
             }
+            let mut out = vec![0.0f32; output_len("mel", &[channels, bank.n_mels(), n_frames])?];
             let per_out = bank.n_mels() * n_frames;
-            let mut out = vec![0.0f32; channels * per_out];
             for (s, o) in spec
                 .chunks_exact(n_freq * n_frames)
                 .zip(out.chunks_exact_mut(per_out))
@@ -119,9 +167,15 @@ fn run_step(step: &Step, tensor: Tensor) -> Result<Tensor> {
         }
         Step::Mfcc { dct, n_mfcc, n_mels } => {
             let (shape, values) = expect_f32(tensor, "mfcc")?;
-            let (lead, channels) = split_leading(&shape, 2);
+            let (lead, channels) = split_leading(&shape, 2, "mfcc")?;
             let n_frames = shape[shape.len() - 1];
-            let mut out = vec![0.0f32; channels * n_mfcc * n_frames];
+            if shape[shape.len() - 2] != *n_mels || n_frames == 0 {
+                return Err(Error::input(
+                    "mfcc",
+                    format!("expects {n_mels} mel bands and frames, got shape {shape:?}"),
+                ));
+            }
+            let mut out = vec![0.0f32; output_len("mfcc", &[channels, *n_mfcc, n_frames])?];
             for (s, o) in values
                 .chunks_exact(n_mels * n_frames)
                 .zip(out.chunks_exact_mut(n_mfcc * n_frames))
@@ -134,6 +188,11 @@ fn run_step(step: &Step, tensor: Tensor) -> Result<Tensor> {
             let pixels = tensor
                 .as_u8()
                 .ok_or_else(|| Error::input("resize", "expects a uint8 image"))?;
+            check_len(
+                "resize",
+                pixels.len(),
+                plan.in_height * plan.in_width * plan.channels,
+            )?;
             let out = plan.process(pixels);
             let mut shape = vec![plan.out_height, plan.out_width];
             if tensor.shape.len() == 3 {
@@ -148,6 +207,7 @@ fn run_step(step: &Step, tensor: Tensor) -> Result<Tensor> {
             output,
         } => {
             let shape = output.shape();
+            check_len("center_crop", tensor.element_count(), input.len())?;
             match &tensor.data {
                 TensorData::U8(v) => Tensor::u8(
                     shape,
@@ -168,11 +228,13 @@ fn run_step(step: &Step, tensor: Tensor) -> Result<Tensor> {
         }
         Step::Normalize { dims, mean, std } => {
             let (shape, mut values) = expect_f32(tensor, "normalize")?;
+            check_len("normalize", values.len(), dims.len())?;
             ops::normalize(&mut values, dims, mean, std);
             Tensor::f32(shape, values)
         }
         Step::Layout { input, output } => {
             let shape = output.shape();
+            check_len("layout", tensor.element_count(), input.len())?;
             let convert = |v: &TensorData| -> TensorData {
                 match (v, input.chw, output.chw) {
                     (TensorData::U8(d), false, true) => TensorData::U8(ops::hwc_to_chw(d, input)),

@@ -16,6 +16,22 @@ pub enum Error {
     /// The input is valid but the requested operation cannot be applied to it.
     #[error("{op}: {reason}")]
     Input { op: &'static str, reason: String },
+    /// An image declares more pixels than twice `decode_image`'s `max_pixels` (Pillow's
+    /// `DecompressionBombError`, worded as Pillow words it); found before any pixel is decoded.
+    #[error(
+        "{format} image is {width}x{height}: image size ({pixels} pixels) exceeds limit of {limit} \
+         pixels, could be decompression bomb DOS attack (decode_image `max_pixels` is {max_pixels}: \
+         raise it, or set it to null for no limit)"
+    )]
+    DecompressionBomb {
+        format: &'static str,
+        width: u64,
+        height: u64,
+        pixels: u64,
+        /// Twice `max_pixels`: Pillow refuses what exceeds this.
+        limit: u64,
+        max_pixels: u64,
+    },
     /// A backend other than the CPU reference failed (device lost, out of memory, ...).
     #[error("{backend} backend: {reason}")]
     Backend { backend: &'static str, reason: String },
@@ -41,6 +57,25 @@ impl fmt::Display for SpecLocation {
         }
         Ok(())
     }
+}
+
+/// Something a caller may want to tell the user about an input that still decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Warning {
+    /// More pixels than `decode_image`'s `max_pixels` but at most twice that (Pillow's
+    /// `DecompressionBombWarning`, worded as Pillow words it).
+    #[error(
+        "image is {width}x{height}: image size ({pixels} pixels) exceeds limit of {limit} pixels, \
+         could be decompression bomb DOS attack"
+    )]
+    DecompressionBomb {
+        width: u64,
+        height: u64,
+        pixels: u64,
+        /// `max_pixels`.
+        limit: u64,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -28,6 +28,7 @@ pub mod audio;
 pub mod backend;
 pub mod error;
 pub mod image;
+pub mod limits;
 pub mod npy;
 pub mod pipeline;
 pub mod plan;
@@ -35,8 +36,8 @@ pub mod spec;
 pub mod tensor;
 
 pub use backend::{Backend, CpuBackend};
-pub use error::{Error, Result};
-pub use pipeline::Pipeline;
+pub use error::{Error, Result, Warning};
+pub use pipeline::{Decoded, Pipeline};
 pub use plan::{Plan, PlanKey, Step};
 pub use spec::{Spec, SpecOutput};
 pub use tensor::{DType, Tensor, TensorData};

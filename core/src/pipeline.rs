@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::audio::decode::{decode_wav, resample};
+use crate::audio::decode::{check_finite, decode_wav, resample};
 use crate::backend::Backend;
-use crate::error::Result;
-use crate::image::{decode::decode_image, ImageDims};
+use crate::error::{Error, Result, Warning};
+use crate::image::{decode::decode_image_limited, ImageDims};
 use crate::plan::{Plan, PlanKey};
 use crate::spec::{Op, Spec};
 use crate::tensor::Tensor;
@@ -36,20 +36,33 @@ impl Pipeline {
     /// Runs the spec's first op (`load_audio` or `decode_image`) on file bytes.
     ///
     /// Audio comes out `(samples,)` when mono (or `mono: true`) and `(channels, samples)`
-    /// otherwise; images `(H, W)` for mode `L` and `(H, W, C)` otherwise.
+    /// otherwise; images `(H, W)` for mode `L` and `(H, W, C)` otherwise. Warnings are dropped;
+    /// [`Pipeline::decode_with_warnings`] returns them.
     pub fn decode(&self, bytes: &[u8]) -> Result<(Tensor, PlanKey)> {
+        self.decode_with_warnings(bytes)
+            .map(|decoded| (decoded.tensor, decoded.key))
+    }
+
+    /// [`Pipeline::decode`], with what the decoder warned about (e.g. an image above
+    /// `max_pixels` but within twice it, Pillow's `DecompressionBombWarning`).
+    pub fn decode_with_warnings(&self, bytes: &[u8]) -> Result<Decoded> {
         match &self.spec.ops[0] {
             Op::LoadAudio(load) => {
                 let audio = decode_wav(bytes)?;
                 let mut channels = if load.mono && audio.channels.len() > 1 {
                     vec![audio.to_mono()]
                 } else {
-                    audio.channels.clone()
+                    audio.channels
                 };
                 let mut rate = audio.sample_rate;
                 if let Some(target) = load.sample_rate {
                     channels = resample(&channels, rate, target)?;
                     rate = target;
+                }
+                // librosa's stft refuses non-finite audio (`util.valid_audio`); resample checked
+                // its own input above.
+                if self.spec.ops.iter().any(|op| matches!(op, Op::Stft(_))) {
+                    channels.iter().try_for_each(|c| check_finite("stft", c))?;
                 }
                 let samples = channels[0].len();
                 let count = channels.len();
@@ -59,20 +72,31 @@ impl Pipeline {
                 } else {
                     (vec![count, samples], Some(count))
                 };
-                Ok((
-                    Tensor::f32(shape, data),
-                    PlanKey::Audio {
+                Ok(Decoded {
+                    tensor: Tensor::f32(shape, data),
+                    key: PlanKey::Audio {
                         channels: layout,
                         sample_rate: rate,
                     },
-                ))
+                    warnings: Vec::new(),
+                })
             }
             Op::DecodeImage { mode } => {
-                let image = decode_image(bytes, *mode)?;
+                let (image, warnings) = decode_image_limited(bytes, *mode, self.spec.max_pixels())?;
                 let dims = ImageDims::decoded(image.height, image.width, image.mode);
-                Ok((Tensor::u8(dims.shape(), image.pixels), PlanKey::Image(dims)))
+                Ok(Decoded {
+                    tensor: Tensor::u8(dims.shape(), image.pixels),
+                    key: PlanKey::Image(dims),
+                    warnings,
+                })
             }
-            _ => unreachable!("Spec guarantees a decode op first"),
+            other => Err(Error::input(
+                "pipeline",
+                format!(
+                    "a spec must start with `load_audio` or `decode_image`, not `{}`",
+                    other.name()
+                ),
+            )),
         }
     }
 
@@ -92,8 +116,21 @@ impl Pipeline {
 
     /// Decodes `bytes` and runs the whole spec on `backend`.
     pub fn run(&self, backend: &dyn Backend, bytes: &[u8]) -> Result<Tensor> {
-        let (tensor, key) = self.decode(bytes)?;
-        let plan = self.plan(key)?;
-        backend.execute(&plan, tensor)
+        self.run_with_warnings(backend, bytes).map(|(tensor, _)| tensor)
     }
+
+    /// [`Pipeline::run`], with the decoder's warnings (see [`Pipeline::decode_with_warnings`]).
+    pub fn run_with_warnings(&self, backend: &dyn Backend, bytes: &[u8]) -> Result<(Tensor, Vec<Warning>)> {
+        let decoded = self.decode_with_warnings(bytes)?;
+        let plan = self.plan(decoded.key)?;
+        Ok((backend.execute(&plan, decoded.tensor)?, decoded.warnings))
+    }
+}
+
+/// A decoded input: the tensor, the key of the plan it needs, and what the decoder warned about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    pub tensor: Tensor,
+    pub key: PlanKey,
+    pub warnings: Vec<Warning>,
 }

@@ -6,8 +6,11 @@ use std::sync::Arc;
 
 use crate::audio::{mel::MelFilterbank, mfcc::dct_matrix, stft::StftPlan};
 use crate::error::{Error, Result};
-use crate::image::{ops::center_crop_offset, resize::ResizePlan, ImageDims};
-use crate::spec::{DbParams, MelNorm, Op, Spec};
+use crate::image::ops::center_crop_offset;
+use crate::image::resize::{coefficient_count, output_size, ResizePlan};
+use crate::image::ImageDims;
+use crate::limits::{MAX_OUTPUT_PIXELS, MAX_RESIZE_COEFFICIENTS};
+use crate::spec::{DbParams, MelNorm, Op, ResizeParams, Spec};
 
 /// What a plan depends on besides the spec. Audio plans do not depend on the clip length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -131,19 +134,14 @@ impl Plan {
                     }
                 }
                 Op::Resize(params) => {
-                    let d = dims.expect("spec order checked");
+                    let d = image_dims(dims, op)?;
+                    check_resize(params, d)?;
                     let plan = ResizePlan::new(params, d.height, d.width, d.channels);
-                    if plan.out_height == 0 || plan.out_width == 0 {
-                        return Err(Error::input(
-                            "resize",
-                            format!("a {}x{} image would resize to an empty image", d.width, d.height),
-                        ));
-                    }
                     dims = Some(d.with_size(plan.out_height, plan.out_width));
                     Step::Resize(Arc::new(plan))
                 }
                 Op::CenterCrop { height, width } => {
-                    let d = dims.expect("spec order checked");
+                    let d = image_dims(dims, op)?;
                     let output = d.with_size(*height, *width);
                     dims = Some(output);
                     Step::CenterCrop {
@@ -155,7 +153,7 @@ impl Plan {
                 }
                 Op::ToFloat => Step::ToFloat,
                 Op::Normalize { mean, std } => {
-                    let d = dims.expect("spec order checked");
+                    let d = image_dims(dims, op)?;
                     let per_channel = |v: &[f32], field: &str| match v.len() {
                         1 => Ok(vec![v[0]; d.channels]),
                         n if n == d.channels => Ok(v.to_vec()),
@@ -174,15 +172,65 @@ impl Plan {
                     }
                 }
                 Op::Layout { to } => {
-                    let d = dims.expect("spec order checked");
+                    let d = image_dims(dims, op)?;
                     let output = d.laid_out(*to);
                     dims = Some(output);
                     Step::Layout { input: d, output }
                 }
-                Op::LoadAudio(_) | Op::DecodeImage { .. } => unreachable!("only first"),
+                Op::LoadAudio(_) | Op::DecodeImage { .. } => {
+                    return Err(Error::input(
+                        "plan",
+                        format!("`{}` may only be the first op", op.name()),
+                    ))
+                }
             };
             steps.push(step);
         }
         Ok(Plan { key, steps })
     }
+}
+
+/// The image an image op receives, or an error for a plan keyed on audio.
+fn image_dims(dims: Option<ImageDims>, op: &Op) -> Result<ImageDims> {
+    dims.ok_or_else(|| {
+        Error::input(
+            "plan",
+            format!("`{}` needs an image, the plan is for audio", op.name()),
+        )
+    })
+}
+
+/// Refuses a resize whose output is empty or above [`MAX_OUTPUT_PIXELS`], or whose filter
+/// tables would be huge (an image thousands of times longer than wide, resized across its length).
+fn check_resize(params: &ResizeParams, d: ImageDims) -> Result<()> {
+    let (height, width) = output_size(params, d.height, d.width);
+    let pixels = height.saturating_mul(width);
+    if d.height == 0 || d.width == 0 || pixels == 0 {
+        return Err(Error::input(
+            "resize",
+            format!("a {}x{} image would resize to an empty image", d.width, d.height),
+        ));
+    }
+    if pixels > MAX_OUTPUT_PIXELS {
+        return Err(Error::input(
+            "resize",
+            format!(
+                "a {}x{} image would resize to {width}x{height}, above the limit of {MAX_OUTPUT_PIXELS} pixels",
+                d.width, d.height
+            ),
+        ));
+    }
+    let table =
+        coefficient_count(d.height, height, params).saturating_add(coefficient_count(d.width, width, params));
+    if table > MAX_RESIZE_COEFFICIENTS {
+        return Err(Error::input(
+            "resize",
+            format!(
+                "resizing a {}x{} image to {width}x{height} needs {table} filter coefficients, above the \
+                 limit of {MAX_RESIZE_COEFFICIENTS}",
+                d.width, d.height
+            ),
+        ));
+    }
+    Ok(())
 }

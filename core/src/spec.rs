@@ -7,12 +7,19 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result, SpecLocation};
 use crate::image::ImageDims;
+use crate::limits::{
+    DEFAULT_MAX_PIXELS, MAX_HOP_LENGTH, MAX_IMAGE_SIDE, MAX_MEL_BANDS, MAX_N_FFT, MAX_OUTPUT_PIXELS,
+    MAX_SAMPLE_RATE,
+};
 use crate::tensor::DType;
 
 /// A validated transform spec.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spec {
     pub ops: Vec<Op>,
+    /// `decode_image`'s `max_pixels`, kept beside the ops (rather than in `Op::DecodeImage`, so
+    /// code matching that variant keeps compiling); see [`Spec::max_pixels`].
+    max_pixels: Option<u64>,
 }
 
 /// What a spec starts from, fixed by its first op.
@@ -26,16 +33,31 @@ pub enum SourceKind {
 pub enum Op {
     LoadAudio(LoadAudio),
     Stft(StftParams),
-    Magnitude { power: f32 },
+    Magnitude {
+        power: f32,
+    },
     Mel(MelParams),
     PowerToDb(DbParams),
-    Mfcc { n_mfcc: usize },
-    DecodeImage { mode: Option<ImageMode> },
+    Mfcc {
+        n_mfcc: usize,
+    },
+    /// Its `max_pixels` field is kept as [`Spec::max_pixels`].
+    DecodeImage {
+        mode: Option<ImageMode>,
+    },
     Resize(ResizeParams),
-    CenterCrop { height: usize, width: usize },
+    CenterCrop {
+        height: usize,
+        width: usize,
+    },
     ToFloat,
-    Normalize { mean: Vec<f32>, std: Vec<f32> },
-    Layout { to: Layout },
+    Normalize {
+        mean: Vec<f32>,
+        std: Vec<f32>,
+    },
+    Layout {
+        to: Layout,
+    },
 }
 
 impl Op {
@@ -211,14 +233,40 @@ impl Spec {
         if list.is_empty() {
             return Err(spec_error(Some("ops"), "must contain at least one op"));
         }
+        let mut max_pixels = Some(DEFAULT_MAX_PIXELS);
         let ops = list
             .iter()
             .enumerate()
-            .map(|(index, v)| parse_op(index, v))
+            .map(|(index, v)| parse_op(index, v, &mut max_pixels))
             .collect::<Result<Vec<_>>>()?;
-        let spec = Spec { ops };
+        let spec = Spec { ops, max_pixels };
         spec.check_order()?;
         Ok(spec)
+    }
+
+    /// A spec of `ops` as given (not validated; [`Spec::from_json`] validates), with
+    /// `decode_image`'s default `max_pixels`.
+    pub fn from_ops(ops: Vec<Op>) -> Self {
+        Spec {
+            ops,
+            max_pixels: Some(DEFAULT_MAX_PIXELS),
+        }
+    }
+
+    /// `decode_image`'s `max_pixels`: Pillow's `Image.MAX_IMAGE_PIXELS`. An image of more than
+    /// twice this many pixels (`width * height`, from its header) is refused before it is
+    /// decoded; one of more than this many decodes with a [`crate::Warning`]. `None` (JSON
+    /// `null`) checks nothing, as Pillow's `MAX_IMAGE_PIXELS = None`. Default (field absent):
+    /// [`DEFAULT_MAX_PIXELS`], Pillow's 89,478,485, so images above 178,956,970 pixels are
+    /// refused. Audio specs ignore it.
+    pub fn max_pixels(&self) -> Option<u64> {
+        self.max_pixels
+    }
+
+    /// The same spec with another `max_pixels` (see [`Spec::max_pixels`]).
+    pub fn with_max_pixels(mut self, max_pixels: Option<u64>) -> Self {
+        self.max_pixels = max_pixels;
+        self
     }
 
     pub fn source_kind(&self) -> SourceKind {
@@ -428,19 +476,44 @@ impl<'a> OpReader<'a> {
         }
     }
 
-    fn positive_int(&mut self, key: &'static str) -> Result<Option<usize>> {
+    /// An integer in `1..=max`, or `None` when absent or null. Values beyond `max` (which keeps
+    /// every later product within `usize`, also on 32-bit targets) are errors, never truncated.
+    fn positive_int(&mut self, key: &'static str, max: usize) -> Result<Option<usize>> {
         match self.value(key) {
             None => Ok(None),
             Some(v) => match v.as_u64() {
-                Some(n) if n >= 1 => Ok(Some(n as usize)),
-                _ => Err(self.error(key, format!("must be a positive integer, got {v}"))),
+                Some(0) | None => Err(self.error(key, format!("must be a positive integer, got {v}"))),
+                Some(n) => match usize::try_from(n) {
+                    Ok(n) if n <= max => Ok(Some(n)),
+                    _ => Err(self.error(key, format!("must be at most {max}, got {n}"))),
+                },
             },
         }
     }
 
-    fn required_int(&mut self, key: &'static str) -> Result<usize> {
-        self.positive_int(key)?
+    fn required_int(&mut self, key: &'static str, max: usize) -> Result<usize> {
+        self.positive_int(key, max)?
             .ok_or_else(|| self.error(key, "is required"))
+    }
+
+    fn sample_rate(&mut self, key: &'static str) -> Result<Option<u32>> {
+        let rate = self.positive_int(key, MAX_SAMPLE_RATE as usize)?;
+        // In range, so the conversion cannot fail.
+        Ok(rate.and_then(|r| u32::try_from(r).ok()))
+    }
+
+    /// `height` x `width` of an image output, each side and their product bounded.
+    fn image_size(&mut self, height: usize, width: usize) -> Result<()> {
+        match height.checked_mul(width) {
+            Some(pixels) if pixels <= MAX_OUTPUT_PIXELS => Ok(()),
+            _ => Err(self.error(
+                "width",
+                format!(
+                    "{height} x {width} is {} pixels, above the limit of {MAX_OUTPUT_PIXELS}",
+                    height as u128 * width as u128
+                ),
+            )),
+        }
     }
 
     fn number(&mut self, key: &'static str) -> Result<Option<f64>> {
@@ -481,8 +554,11 @@ impl<'a> OpReader<'a> {
         items
             .iter()
             .map(|x| match x.as_f64() {
-                Some(f) if f.is_finite() => Ok(f as f32),
-                _ => Err(self.error(key, format!("must contain only numbers, got {x}"))),
+                Some(f) if (f as f32).is_finite() => Ok(f as f32),
+                _ => Err(self.error(
+                    key,
+                    format!("must contain only numbers that fit a float32, got {x}"),
+                )),
             })
             .collect()
     }
@@ -499,7 +575,8 @@ impl<'a> OpReader<'a> {
     }
 }
 
-fn parse_op(index: usize, value: &Value) -> Result<Op> {
+/// Parses one op; `decode_image` also sets `max_pixels`.
+fn parse_op(index: usize, value: &Value, max_pixels: &mut Option<u64>) -> Result<Op> {
     let fields = value.as_object().ok_or_else(|| Error::Spec {
         location: SpecLocation {
             index: Some(index),
@@ -529,25 +606,24 @@ fn parse_op(index: usize, value: &Value) -> Result<Op> {
     };
     let op = match name {
         "load_audio" => {
-            let sample_rate = r.positive_int("sample_rate")?;
-            let sample_rate = sample_rate
-                .map(|sr| u32::try_from(sr).map_err(|_| r.error("sample_rate", "is too large")))
-                .transpose()?;
+            let sample_rate = r.sample_rate("sample_rate")?;
             Op::LoadAudio(LoadAudio {
                 sample_rate,
                 mono: r.boolean("mono", true)?,
             })
         }
         "stft" => {
-            let n_fft = r.positive_int("n_fft")?.unwrap_or(2048);
-            let win_length = r.positive_int("win_length")?.unwrap_or(n_fft);
+            let n_fft = r.positive_int("n_fft", MAX_N_FFT)?.unwrap_or(2048);
+            let win_length = r.positive_int("win_length", MAX_N_FFT)?.unwrap_or(n_fft);
             if win_length > n_fft {
                 return Err(r.error(
                     "win_length",
                     format!("must be <= n_fft ({n_fft}), got {win_length}"),
                 ));
             }
-            let hop_length = r.positive_int("hop_length")?.unwrap_or((n_fft / 4).max(1));
+            let hop_length = r
+                .positive_int("hop_length", MAX_HOP_LENGTH)?
+                .unwrap_or((n_fft / 4).max(1));
             let window = r
                 .choice(
                     "window",
@@ -577,14 +653,18 @@ fn parse_op(index: usize, value: &Value) -> Result<Op> {
         }
         "magnitude" => {
             let power = r.number("power")?.unwrap_or(1.0);
-            if power <= 0.0 {
-                return Err(r.error("power", format!("must be > 0, got {power}")));
+            // Stored as f32: a power that overflows it would make every value infinite.
+            if power <= 0.0 || !(power as f32).is_finite() {
+                return Err(r.error(
+                    "power",
+                    format!("must be > 0 and at most {}, got {power}", f32::MAX),
+                ));
             }
             Op::Magnitude { power: power as f32 }
         }
         "mel" => {
-            let sample_rate = r.positive_int("sample_rate")?.map(|s| s as u32);
-            let n_mels = r.positive_int("n_mels")?.unwrap_or(128);
+            let sample_rate = r.sample_rate("sample_rate")?;
+            let n_mels = r.positive_int("n_mels", MAX_MEL_BANDS)?.unwrap_or(128);
             let fmin = r.number("fmin")?.unwrap_or(0.0);
             if fmin < 0.0 {
                 return Err(r.error("fmin", format!("must be >= 0, got {fmin}")));
@@ -641,24 +721,42 @@ fn parse_op(index: usize, value: &Value) -> Result<Op> {
             })
         }
         "mfcc" => Op::Mfcc {
-            n_mfcc: r.positive_int("n_mfcc")?.unwrap_or(20),
+            n_mfcc: r.positive_int("n_mfcc", MAX_MEL_BANDS)?.unwrap_or(20),
         },
-        "decode_image" => Op::DecodeImage {
-            mode: r.choice(
-                "mode",
-                &[
-                    ("L", ImageMode::L),
-                    ("RGB", ImageMode::Rgb),
-                    ("RGBA", ImageMode::Rgba),
-                ],
-            )?,
-        },
+        "decode_image" => {
+            *max_pixels = match r.field("max_pixels") {
+                Field::Absent => Some(DEFAULT_MAX_PIXELS),
+                Field::Null => None,
+                Field::Value(v) => match v.as_u64() {
+                    Some(n) if n >= 1 => Some(n),
+                    _ => {
+                        return Err(r.error(
+                            "max_pixels",
+                            format!("must be a positive integer or null (no limit), got {v}"),
+                        ))
+                    }
+                },
+            };
+            Op::DecodeImage {
+                mode: r.choice(
+                    "mode",
+                    &[
+                        ("L", ImageMode::L),
+                        ("RGB", ImageMode::Rgb),
+                        ("RGBA", ImageMode::Rgba),
+                    ],
+                )?,
+            }
+        }
         "resize" => {
-            let height = r.positive_int("height")?;
-            let width = r.positive_int("width")?;
-            let shorter = r.positive_int("shorter_side")?;
+            let height = r.positive_int("height", MAX_IMAGE_SIDE)?;
+            let width = r.positive_int("width", MAX_IMAGE_SIDE)?;
+            let shorter = r.positive_int("shorter_side", MAX_IMAGE_SIDE)?;
             let size = match (height, width, shorter) {
-                (Some(height), Some(width), None) => ResizeSize::Exact { height, width },
+                (Some(height), Some(width), None) => {
+                    r.image_size(height, width)?;
+                    ResizeSize::Exact { height, width }
+                }
                 (None, None, Some(side)) => ResizeSize::ShorterSide(side),
                 (_, _, Some(_)) => {
                     return Err(r.error(
@@ -687,10 +785,12 @@ fn parse_op(index: usize, value: &Value) -> Result<Op> {
                 antialias,
             })
         }
-        "center_crop" => Op::CenterCrop {
-            height: r.required_int("height")?,
-            width: r.required_int("width")?,
-        },
+        "center_crop" => {
+            let height = r.required_int("height", MAX_IMAGE_SIDE)?;
+            let width = r.required_int("width", MAX_IMAGE_SIDE)?;
+            r.image_size(height, width)?;
+            Op::CenterCrop { height, width }
+        }
         "to_float" => Op::ToFloat,
         "normalize" => {
             let mean = r.number_list("mean")?;
@@ -861,5 +961,131 @@ mod tests {
                 assert_eq!(tensor.dtype(), expected.dtype, "{ops}");
             }
         }
+    }
+
+    fn error(ops: &str) -> String {
+        Spec::from_json(&format!(r#"{{"ops": {ops}}}"#))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn huge_or_overflowing_values_are_bounded_field_errors() {
+        let cases = [
+            (
+                r#"[{"op": "decode_image"}, {"op": "center_crop", "height": 6148914691236517206, "width": 3}]"#,
+                "spec: ops[1] (center_crop) field `height`: must be at most 1048576, got 6148914691236517206",
+            ),
+            (
+                r#"[{"op": "decode_image"}, {"op": "center_crop", "height": 1048576, "width": 1048576}]"#,
+                "spec: ops[1] (center_crop) field `width`: 1048576 x 1048576 is 1099511627776 pixels, above \
+                 the limit of 268435456",
+            ),
+            (
+                r#"[{"op": "decode_image"}, {"op": "resize", "height": 100000, "width": 100000}]"#,
+                "spec: ops[1] (resize) field `width`: 100000 x 100000 is 10000000000 pixels",
+            ),
+            (
+                r#"[{"op": "load_audio"}, {"op": "stft"}, {"op": "magnitude"}, {"op": "mel", "sample_rate": 4294967297}]"#,
+                "spec: ops[3] (mel) field `sample_rate`: must be at most 768000, got 4294967297",
+            ),
+            (
+                r#"[{"op": "load_audio", "sample_rate": 800000}]"#,
+                "spec: ops[0] (load_audio) field `sample_rate`: must be at most 768000, got 800000",
+            ),
+            (
+                r#"[{"op": "load_audio"}, {"op": "stft", "n_fft": 1099511627776}]"#,
+                "spec: ops[1] (stft) field `n_fft`: must be at most 1048576, got 1099511627776",
+            ),
+            (
+                r#"[{"op": "load_audio"}, {"op": "stft", "hop_length": 18446744073709551615}]"#,
+                "spec: ops[1] (stft) field `hop_length`: must be at most 16777216, got 18446744073709551615",
+            ),
+            (
+                r#"[{"op": "load_audio"}, {"op": "stft"}, {"op": "magnitude"}, {"op": "mel", "n_mels": 100000}]"#,
+                "spec: ops[3] (mel) field `n_mels`: must be at most 1024, got 100000",
+            ),
+            (
+                r#"[{"op": "load_audio"}, {"op": "stft", "n_fft": 1e30}]"#,
+                "spec: ops[1] (stft) field `n_fft`: must be a positive integer, got 1e+30",
+            ),
+            (
+                r#"[{"op": "load_audio"}, {"op": "stft"}, {"op": "magnitude", "power": 1e300}]"#,
+                "spec: ops[2] (magnitude) field `power`: must be > 0 and at most",
+            ),
+            (
+                r#"[{"op": "decode_image"}, {"op": "to_float"}, {"op": "normalize", "mean": [1e300], "std": [1]}]"#,
+                "spec: ops[2] (normalize) field `mean`: must contain only numbers that fit a float32",
+            ),
+            (
+                r#"[{"op": "decode_image"}, {"op": "to_float"}, {"op": "normalize", "mean": [0], "std": [1e-300]}]"#,
+                "spec: ops[2] (normalize) field `std`: must not contain 0",
+            ),
+            (
+                r#"[{"op": "decode_image", "max_pixels": 0}]"#,
+                "spec: ops[0] (decode_image) field `max_pixels`: must be a positive integer or null (no limit), got 0",
+            ),
+            (
+                r#"[{"op": "decode_image", "max_pixels": "lots"}]"#,
+                "field `max_pixels`: must be a positive integer or null",
+            ),
+        ];
+        for (ops, expected) in cases {
+            let message = error(ops);
+            assert!(
+                message.contains(expected),
+                "{ops}\n  got:      {message}\n  expected: {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn max_pixels_defaults_to_pillows_and_null_means_none() {
+        let spec = |ops: &str| Spec::from_json(&format!(r#"{{"ops": {ops}}}"#)).unwrap();
+        assert_eq!(spec(r#"[{"op": "decode_image"}]"#).max_pixels(), Some(89_478_485));
+        assert_eq!(
+            spec(r#"[{"op": "decode_image", "max_pixels": null}]"#).max_pixels(),
+            None
+        );
+        assert_eq!(
+            spec(r#"[{"op": "decode_image", "max_pixels": 7}]"#).max_pixels(),
+            Some(7)
+        );
+    }
+
+    #[test]
+    fn resize_outputs_and_filter_tables_are_bounded_when_planned() {
+        use crate::plan::{Plan, PlanKey};
+        let plan = |ops: &str, height: usize, width: usize| {
+            let spec = Spec::from_json(&format!(r#"{{"ops": {ops}}}"#)).unwrap();
+            let dims = ImageDims::decoded(height, width, ImageMode::Rgb);
+            Plan::new(&spec, PlanKey::Image(dims))
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+        };
+        let shorter = r#"[{"op": "decode_image"}, {"op": "resize", "shorter_side": 1048576}]"#;
+        assert_eq!(
+            plan(shorter, 2, 4000),
+            "resize: a 4000x2 image would resize to 2097152000x1048576, above the limit of 268435456 pixels"
+        );
+        let lanczos =
+            r#"[{"op": "decode_image"}, {"op": "resize", "height": 1, "width": 224, "filter": "lanczos"}]"#;
+        // Pillow's table for 100e6 -> 224 with lanczos: 224 outputs x 2678573 taps.
+        assert_eq!(
+            plan(lanczos, 1, 100_000_000),
+            "resize: resizing a 100000000x1 image to 224x1 needs 600000352 filter coefficients, above the \
+             limit of 67108864"
+        );
+        // A mismatched key is an error, not a panic.
+        let spec = Spec::from_json(&format!(r#"{{"ops": {lanczos}}}"#)).unwrap();
+        let audio = PlanKey::Audio {
+            channels: None,
+            sample_rate: 8000,
+        };
+        assert_eq!(
+            Plan::new(&spec, audio).unwrap_err().to_string(),
+            "plan: `resize` needs an image, the plan is for audio"
+        );
     }
 }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use realfft::{RealFftPlanner, RealToComplex};
 
 use super::window::window;
+use crate::audio::decode::check_finite;
 use crate::error::{Error, Result};
+use crate::limits::MAX_TENSOR_ELEMENTS;
 use crate::spec::{PadMode, StftParams};
 
 /// A reusable STFT: owns the padded window and the FFT plan. Independent of the signal length,
@@ -47,13 +49,14 @@ impl StftPlan {
     }
 
     /// Number of frames for a signal of `samples`, or librosa's error for an uncentred signal
-    /// shorter than the window.
+    /// shorter than the window. A spectrogram of more than [`MAX_TENSOR_ELEMENTS`] values
+    /// (frames x bins, per channel) is an error before anything is allocated.
     pub fn n_frames(&self, samples: usize) -> Result<usize> {
         let n_fft = self.params.n_fft;
         if samples == 0 {
             return Err(Error::input("stft", "the signal is empty"));
         }
-        let padded = samples + 2 * self.pad();
+        let padded = samples.saturating_add(2 * self.pad());
         if padded < n_fft {
             return Err(Error::input(
                 "stft",
@@ -63,7 +66,18 @@ impl StftPlan {
                 ),
             ));
         }
-        Ok(1 + (padded - n_fft) / self.params.hop_length)
+        let n_frames = 1 + (padded - n_fft) / self.params.hop_length;
+        match n_frames.checked_mul(self.n_freq()) {
+            Some(values) if values <= MAX_TENSOR_ELEMENTS => Ok(n_frames),
+            _ => Err(Error::input(
+                "stft",
+                format!(
+                    "{n_frames} frames x {} bins exceeds the limit of {MAX_TENSOR_ELEMENTS} values \
+                     (raise hop_length or lower n_fft)",
+                    self.n_freq()
+                ),
+            )),
+        }
     }
 
     /// The sample at position `index` of the padded signal.
@@ -82,13 +96,19 @@ impl StftPlan {
     /// Writes the complex STFT of one channel as interleaved (re, im) pairs in
     /// `(n_freq, n_frames)` row-major order.
     pub fn process(&self, signal: &[f32], out: &mut [f32]) -> Result<()> {
+        check_finite("stft", signal)?;
         let n_frames = self.n_frames(signal.len())?;
         let n_freq = self.n_freq();
-        assert_eq!(
-            out.len(),
-            2 * n_freq * n_frames,
-            "STFT output buffer has the wrong size"
-        );
+        if out.len() != 2 * n_freq * n_frames {
+            return Err(Error::input(
+                "stft",
+                format!(
+                    "output buffer holds {} values, {} needed",
+                    out.len(),
+                    2 * n_freq * n_frames
+                ),
+            ));
+        }
         let mut frame = self.fft.make_input_vec();
         let mut spectrum = self.fft.make_output_vec();
         let mut scratch = self.fft.make_scratch_vec();

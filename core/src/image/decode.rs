@@ -1,12 +1,20 @@
 //! PNG/JPEG decoding to 8-bit L, RGB or RGBA, with Pillow's `convert` rules between modes.
+//!
+//! Declared dimensions are checked against Pillow's decompression-bomb rule ([`check_pixels`])
+//! before any pixel memory is allocated, and the pixel buffer itself is allocated fallibly, so a
+//! few bytes of header can neither abort the process nor make it allocate gigabytes.
 
-use image::{DynamicImage, ImageFormat};
+use std::io::Cursor;
+
+use image::codecs::png::PngDecoder;
+use image::{ColorType, ImageDecoder, ImageFormat, Limits};
 use zune_core::bytestream::ZCursor;
 use zune_core::colorspace::ColorSpace;
 use zune_core::options::DecoderOptions;
 use zune_jpeg::JpegDecoder;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Warning};
+use crate::limits::DEFAULT_MAX_PIXELS;
 use crate::spec::ImageMode;
 
 /// A decoded 8-bit image, `(H, W, C)` row-major.
@@ -18,102 +26,204 @@ pub struct Image {
     pub pixels: Vec<u8>,
 }
 
-/// Decodes PNG or JPEG bytes (JPEG with the pure-Rust zune-jpeg decoder, through `image`).
+/// Memory the PNG decoder may use besides the pixels (decompressed ICC profiles and text,
+/// row buffers on top of [`PNG_ROWS_BUDGET`] rows): a zlib bomb in a metadata chunk stops here.
+const PNG_METADATA_BUDGET: u64 = 64 << 20;
+/// Rows of the widest (RGBA, 16-bit) layout the PNG decoder may buffer besides the pixels.
+const PNG_ROWS_BUDGET: u64 = 8;
+
+/// Pillow's `Image._decompression_bomb_check` for a `width` x `height` image.
+///
+/// With `max_pixels: Some(m)` (Pillow's `Image.MAX_IMAGE_PIXELS = m`; `decode_image`'s default
+/// is [`DEFAULT_MAX_PIXELS`], Pillow's), an image of more than `2 * m` pixels is an error
+/// (Pillow's `DecompressionBombError`) and one of more than `m` pixels decodes with a
+/// [`Warning::DecompressionBomb`] (Pillow's `DecompressionBombWarning`). Pixels are counted as
+/// Pillow does: `max(1, width) * max(1, height)`. `None` (`MAX_IMAGE_PIXELS = None`) checks
+/// nothing.
+pub fn check_pixels(
+    format: &'static str,
+    width: u64,
+    height: u64,
+    max_pixels: Option<u64>,
+) -> Result<Option<Warning>> {
+    let Some(limit) = max_pixels else { return Ok(None) };
+    // Both sides are at most 2^32, so the product fits.
+    let pixels = u128::from(width.max(1)) * u128::from(height.max(1));
+    let pixels = u64::try_from(pixels).unwrap_or(u64::MAX);
+    if u128::from(pixels) > 2 * u128::from(limit) {
+        return Err(Error::DecompressionBomb {
+            format,
+            width,
+            height,
+            pixels,
+            limit: limit.saturating_mul(2),
+            max_pixels: limit,
+        });
+    }
+    Ok((pixels > limit).then_some(Warning::DecompressionBomb {
+        width,
+        height,
+        pixels,
+        limit,
+    }))
+}
+
+/// Decodes PNG or JPEG bytes with Pillow's default decompression-bomb limit; see
+/// [`decode_image_limited`] (this drops its warning).
+pub fn decode_image(bytes: &[u8], mode: Option<ImageMode>) -> Result<Image> {
+    decode_image_limited(bytes, mode, Some(DEFAULT_MAX_PIXELS)).map(|(image, _)| image)
+}
+
+/// Decodes PNG or JPEG bytes (JPEG with the pure-Rust zune-jpeg decoder).
 ///
 /// With `mode: None` the file's own mode is kept: gray -> `L`, RGB -> `RGB`, RGBA -> `RGBA`.
 /// Gray+alpha becomes `RGBA` and palette images are expanded (kiln has no `LA`/`P` modes);
 /// 16-bit samples keep their high byte, as Pillow's 16-bit RGB PNG reader does.
-pub fn decode_image(bytes: &[u8], mode: Option<ImageMode>) -> Result<Image> {
+///
+/// The dimensions in the header are checked with [`check_pixels`] against `max_pixels` before
+/// anything is decoded; the warnings it gives come back beside the image.
+pub fn decode_image_limited(
+    bytes: &[u8],
+    mode: Option<ImageMode>,
+    max_pixels: Option<u64>,
+) -> Result<(Image, Vec<Warning>)> {
     let format = image::guess_format(bytes)
         .map_err(|_| Error::decode("image", "not a PNG or JPEG file (unrecognised signature)"))?;
-    match format {
-        ImageFormat::Png => {}
-        ImageFormat::Jpeg => {
-            let (native_mode, width, height, native) = decode_jpeg(bytes)?;
-            let target = mode.unwrap_or(native_mode);
-            let pixels = convert(&native, native_mode, target);
-            return Ok(Image {
-                height,
-                width,
-                mode: target,
-                pixels,
-            });
-        }
+    let (native_mode, width, height, native, warning) = match format {
+        ImageFormat::Png => decode_png(bytes, max_pixels)?,
+        ImageFormat::Jpeg => decode_jpeg(bytes, max_pixels)?,
         other => {
             return Err(Error::decode(
                 "image",
                 format!("{other:?} is not supported (PNG and JPEG are)"),
             ))
         }
-    }
-    let decoded = image::load_from_memory_with_format(bytes, format).map_err(|e| Error::decode("PNG", e))?;
-    let (width, height) = (decoded.width() as usize, decoded.height() as usize);
-    let (native_mode, native): (ImageMode, Vec<u8>) = match decoded {
-        DynamicImage::ImageLuma8(b) => (ImageMode::L, b.into_raw()),
-        DynamicImage::ImageLuma16(b) => (ImageMode::L, high_bytes(b.into_raw())),
-        DynamicImage::ImageLumaA8(b) => (ImageMode::Rgba, gray_alpha_to_rgba(&b.into_raw())),
-        DynamicImage::ImageLumaA16(b) => (ImageMode::Rgba, gray_alpha_to_rgba(&high_bytes(b.into_raw()))),
-        DynamicImage::ImageRgb8(b) => (ImageMode::Rgb, b.into_raw()),
-        DynamicImage::ImageRgb16(b) => (ImageMode::Rgb, high_bytes(b.into_raw())),
-        DynamicImage::ImageRgba8(b) => (ImageMode::Rgba, b.into_raw()),
-        DynamicImage::ImageRgba16(b) => (ImageMode::Rgba, high_bytes(b.into_raw())),
-        other => (ImageMode::Rgba, other.to_rgba8().into_raw()),
     };
     let target = mode.unwrap_or(native_mode);
     let pixels = convert(&native, native_mode, target);
-    Ok(Image {
+    let image = Image {
         height,
         width,
         mode: target,
         pixels,
-    })
+    };
+    Ok((image, warning.into_iter().collect()))
+}
+
+type Decoded = (ImageMode, usize, usize, Vec<u8>, Option<Warning>);
+
+/// A zeroed buffer of `len` bytes for `format`'s pixels, or an error where the allocator has
+/// no room (rather than the abort `vec!` gives).
+fn pixel_buffer(format: &'static str, len: usize, width: usize, height: usize) -> Result<Vec<u8>> {
+    let mut buffer = Vec::new();
+    buffer.try_reserve_exact(len).map_err(|_| {
+        Error::decode(
+            format,
+            format!("cannot allocate {len} bytes for a {width}x{height} image"),
+        )
+    })?;
+    buffer.resize(len, 0);
+    Ok(buffer)
+}
+
+/// Width and height from a PNG's `IHDR`, which the format requires to be the first chunk:
+/// read by hand so the check needs nothing from the decoder.
+fn png_dimensions(bytes: &[u8]) -> Result<(u32, u32)> {
+    let header = bytes
+        .get(8..24)
+        .filter(|h| &h[4..8] == b"IHDR")
+        .ok_or_else(|| Error::decode("PNG", "the file does not start with an IHDR chunk"))?;
+    let word = |at: usize| u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+    Ok((word(8), word(12)))
+}
+
+fn decode_png(bytes: &[u8], max_pixels: Option<u64>) -> Result<Decoded> {
+    let (width, height) = png_dimensions(bytes)?;
+    let warning = check_pixels("PNG", width.into(), height.into(), max_pixels)?;
+    let row_bytes = u64::from(width) * 8 + 1;
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(PNG_METADATA_BUDGET.saturating_add(row_bytes.saturating_mul(PNG_ROWS_BUDGET)));
+    let decoder = PngDecoder::with_limits(Cursor::new(bytes), limits).map_err(|e| Error::decode("PNG", e))?;
+    let color = decoder.color_type();
+    let (width, height) = (width as usize, height as usize);
+    let len = usize::try_from(decoder.total_bytes())
+        .map_err(|_| Error::decode("PNG", format!("a {width}x{height} image does not fit in memory")))?;
+    let mut raw = pixel_buffer("PNG", len, width, height)?;
+    decoder
+        .read_image(&mut raw)
+        .map_err(|e| Error::decode("PNG", e))?;
+    let (native_mode, native) = match color {
+        ColorType::L8 => (ImageMode::L, raw),
+        ColorType::L16 => (ImageMode::L, high_bytes(&raw)),
+        ColorType::La8 => (ImageMode::Rgba, gray_alpha_to_rgba(&raw)),
+        ColorType::La16 => (ImageMode::Rgba, gray_alpha_to_rgba(&high_bytes(&raw))),
+        ColorType::Rgb8 => (ImageMode::Rgb, raw),
+        ColorType::Rgb16 => (ImageMode::Rgb, high_bytes(&raw)),
+        ColorType::Rgba8 => (ImageMode::Rgba, raw),
+        ColorType::Rgba16 => (ImageMode::Rgba, high_bytes(&raw)),
+        other => return Err(Error::decode("PNG", format!("unsupported colour type {other:?}"))),
+    };
+    Ok((native_mode, width, height, native, warning))
 }
 
 /// Decodes a JPEG with zune-jpeg to L (grayscale files) or RGB (colour, including CMYK).
 ///
 /// Like Pillow (libjpeg), damaged entropy data decodes as well as it can, but a file that ends
 /// before its last scan is an error: the missing rows would otherwise come back as flat gray.
-fn decode_jpeg(bytes: &[u8]) -> Result<(ImageMode, usize, usize, Vec<u8>)> {
-    let run = |strict: bool| -> Result<(ImageMode, usize, usize, Vec<u8>), zune_jpeg::errors::DecodeErrors> {
-        let options = DecoderOptions::default()
-            .set_strict_mode(strict)
-            .set_max_width(usize::from(u16::MAX))
-            .set_max_height(usize::from(u16::MAX));
-        let mut probe = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
-        probe.decode_headers()?;
-        let gray = matches!(probe.input_colorspace(), Some(ColorSpace::Luma));
-        let (mode, space) = if gray {
-            (ImageMode::L, ColorSpace::Luma)
-        } else {
-            (ImageMode::Rgb, ColorSpace::RGB)
-        };
-        let mut decoder =
-            JpegDecoder::new_with_options(ZCursor::new(bytes), options.jpeg_set_out_colorspace(space));
-        let pixels = decoder.decode()?;
-        let (width, height) = decoder.dimensions().expect("headers decoded");
-        Ok((mode, width, height, pixels))
+fn decode_jpeg(bytes: &[u8], max_pixels: Option<u64>) -> Result<Decoded> {
+    // JPEG itself allows at most 65535 on a side.
+    let options = DecoderOptions::default()
+        .set_max_width(usize::from(u16::MAX))
+        .set_max_height(usize::from(u16::MAX));
+    let mut probe = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    probe.decode_headers().map_err(|e| Error::decode("JPEG", e))?;
+    let (width, height) = probe
+        .dimensions()
+        .ok_or_else(|| Error::decode("JPEG", "no frame header"))?;
+    let warning = check_pixels("JPEG", width as u64, height as u64, max_pixels)?;
+    let gray = matches!(probe.input_colorspace(), Some(ColorSpace::Luma));
+    let (mode, space) = if gray {
+        (ImageMode::L, ColorSpace::Luma)
+    } else {
+        (ImageMode::Rgb, ColorSpace::RGB)
     };
-    match run(true) {
-        Ok(decoded) => Ok(decoded),
-        Err(strict_error) => {
-            let lenient = run(false).map_err(|e| Error::decode("JPEG", e))?;
-            let reason = strict_error.to_string();
-            if ["Premature end", "No more bytes", "Exhausted data"]
-                .iter()
-                .any(|m| reason.contains(m))
-            {
-                return Err(Error::decode(
-                    "JPEG",
-                    format!("image file is truncated ({reason})"),
-                ));
-            }
-            Ok(lenient)
+    let run = |strict: bool| -> Result<Result<Vec<u8>, zune_jpeg::errors::DecodeErrors>> {
+        let options = options.set_strict_mode(strict).jpeg_set_out_colorspace(space);
+        let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+        if let Err(e) = decoder.decode_headers() {
+            return Ok(Err(e));
         }
+        let len = decoder.output_buffer_size().ok_or_else(|| {
+            Error::decode("JPEG", format!("a {width}x{height} image does not fit in memory"))
+        })?;
+        let mut pixels = pixel_buffer("JPEG", len, width, height)?;
+        Ok(decoder.decode_into(&mut pixels).map(|()| pixels))
+    };
+    let strict_error = match run(true)? {
+        Ok(pixels) => return Ok((mode, width, height, pixels, warning)),
+        Err(e) => e.to_string(),
+    };
+    // A truncated file is an error however leniently it decodes, so only damage elsewhere
+    // earns the second, lenient decode.
+    if ["Premature end", "No more bytes", "Exhausted data"]
+        .iter()
+        .any(|m| strict_error.contains(m))
+    {
+        return Err(Error::decode(
+            "JPEG",
+            format!("image file is truncated ({strict_error})"),
+        ));
     }
+    let pixels = run(false)?.map_err(|e| Error::decode("JPEG", e))?;
+    Ok((mode, width, height, pixels, warning))
 }
 
-fn high_bytes(samples: Vec<u16>) -> Vec<u8> {
-    samples.into_iter().map(|v| (v >> 8) as u8).collect()
+/// The high byte of each native-endian 16-bit sample (as `image` lays them out).
+fn high_bytes(samples: &[u8]) -> Vec<u8> {
+    samples
+        .chunks_exact(2)
+        .map(|v| (u16::from_ne_bytes([v[0], v[1]]) >> 8) as u8)
+        .collect()
 }
 
 fn gray_alpha_to_rgba(la: &[u8]) -> Vec<u8> {
@@ -140,5 +250,171 @@ pub fn convert(pixels: &[u8], from: ImageMode, to: ImageMode) -> Vec<u8> {
         (ImageMode::Rgb, ImageMode::Rgba) => chunks.flat_map(|p| [p[0], p[1], p[2], 255]).collect(),
         (ImageMode::Rgba, ImageMode::Rgb) => chunks.flat_map(|p| [p[0], p[1], p[2]]).collect(),
         _ => unreachable!("same-mode conversion returned above"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    /// An 8-bit gray PNG declaring `width` x `height`, whose IDAT (a stored zlib block) holds
+    /// only the rows given.
+    fn gray_png(width: u32, height: u32, rows: &[Vec<u8>]) -> Vec<u8> {
+        let mut raw = Vec::new();
+        for row in rows {
+            raw.push(0); // filter: none
+            raw.extend_from_slice(row);
+        }
+        let (mut a, mut b) = (1u32, 0u32);
+        for &x in &raw {
+            a = (a + u32::from(x)) % 65521;
+            b = (b + a) % 65521;
+        }
+        let mut zlib = vec![0x78, 0x01, 0x01];
+        let len = raw.len() as u16;
+        zlib.extend_from_slice(&len.to_le_bytes());
+        zlib.extend_from_slice(&(!len).to_le_bytes());
+        zlib.extend_from_slice(&raw);
+        zlib.extend_from_slice(&((b << 16) | a).to_be_bytes());
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut chunk = |kind: &[u8], data: &[u8]| {
+            png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            let body = [kind, data].concat();
+            png.extend_from_slice(&body);
+            png.extend_from_slice(&crc32(&body).to_be_bytes());
+        };
+        let ihdr = [&width.to_be_bytes()[..], &height.to_be_bytes(), &[8, 0, 0, 0, 0]].concat();
+        chunk(b"IHDR", &ihdr);
+        chunk(b"IDAT", &zlib);
+        chunk(b"IEND", &[]);
+        png
+    }
+
+    /// A baseline gray JPEG declaring `width` x `height`: one quantisation table, one-code
+    /// Huffman tables (DC diff 0, AC end-of-block) and `data` bytes of zero bits, so every block
+    /// decodes to mid-gray and `data` bytes cover `4 * data` blocks.
+    fn gray_jpeg(width: u16, height: u16, data: usize) -> Vec<u8> {
+        let mut jpeg = vec![0xFF, 0xD8];
+        let mut segment = |marker: u8, body: &[u8]| {
+            jpeg.extend_from_slice(&[0xFF, marker]);
+            jpeg.extend_from_slice(&(body.len() as u16 + 2).to_be_bytes());
+            jpeg.extend_from_slice(body);
+        };
+        segment(0xDB, &[[0u8].as_slice(), &[1u8; 64]].concat());
+        let size = [height.to_be_bytes(), width.to_be_bytes()].concat();
+        segment(0xC0, &[&[8u8][..], &size, &[1, 1, 0x11, 0]].concat());
+        let mut one_code = vec![1u8];
+        one_code.extend_from_slice(&[0; 15]);
+        one_code.push(0);
+        segment(0xC4, &[&[0x00u8][..], &one_code].concat());
+        segment(0xC4, &[&[0x10u8][..], &one_code].concat());
+        segment(0xDA, &[1, 1, 0x00, 0, 63, 0]);
+        jpeg.extend(std::iter::repeat_n(0u8, data));
+        jpeg.extend_from_slice(&[0xFF, 0xD9]);
+        jpeg
+    }
+
+    #[test]
+    fn hand_built_images_decode() {
+        let (image, warnings) =
+            decode_image_limited(&gray_png(3, 2, &[vec![1, 2, 3], vec![4, 5, 6]]), None, Some(6)).unwrap();
+        assert_eq!((image.width, image.height, image.mode), (3, 2, ImageMode::L));
+        assert_eq!(image.pixels, vec![1, 2, 3, 4, 5, 6]);
+        assert!(warnings.is_empty());
+        let (image, _) = decode_image_limited(&gray_jpeg(16, 8, 2), None, None).unwrap();
+        assert_eq!((image.width, image.height), (16, 8));
+        assert!(image.pixels.iter().all(|&p| p == 128), "{:?}", image.pixels);
+    }
+
+    #[test]
+    fn pillow_bomb_rule_warns_above_max_pixels_and_refuses_above_twice() {
+        let png = gray_png(8, 8, &vec![vec![9; 8]; 8]);
+        // 64 pixels: max 64 is silent, 63 and 32 warn (64 <= 2 * 32), 31 refuses.
+        assert!(decode_image_limited(&png, None, Some(64)).unwrap().1.is_empty());
+        for limit in [63, 32] {
+            let (image, warnings) = decode_image_limited(&png, None, Some(limit)).unwrap();
+            assert_eq!(image.pixels, vec![9; 64]);
+            assert_eq!(
+                warnings,
+                vec![Warning::DecompressionBomb {
+                    width: 8,
+                    height: 8,
+                    pixels: 64,
+                    limit
+                }]
+            );
+            assert!(warnings[0]
+                .to_string()
+                .contains(&format!("image size (64 pixels) exceeds limit of {limit} pixels")));
+        }
+        let error = decode_image_limited(&png, None, Some(31))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("PNG image is 8x8: image size (64 pixels) exceeds limit of 62 pixels, could be decompression bomb DOS attack"),
+            "{error}"
+        );
+        assert!(error.contains("decode_image `max_pixels` is 31"), "{error}");
+        // `None` is Pillow's `MAX_IMAGE_PIXELS = None`: no check at all.
+        assert!(decode_image_limited(&png, None, None).unwrap().1.is_empty());
+        // Pillow counts a zero side as one.
+        assert!(check_pixels("PNG", 0, 5, Some(4)).unwrap().is_some());
+    }
+
+    #[test]
+    fn declared_bombs_are_refused_quickly_before_decoding() {
+        let cases = [
+            ("JPEG", gray_jpeg(60000, 60000, 1200), 3_600_000_000u64),
+            ("JPEG", gray_jpeg(20000, 20000, 100), 400_000_000),
+            ("PNG", gray_png(20000, 20000, &[vec![0; 20000]]), 400_000_000),
+        ];
+        for (format, bytes, pixels) in cases {
+            let start = Instant::now();
+            let error = decode_image(&bytes, None).unwrap_err();
+            let elapsed = start.elapsed();
+            assert!(elapsed < Duration::from_millis(100), "{format}: {elapsed:?}");
+            match &error {
+                Error::DecompressionBomb {
+                    format: f,
+                    pixels: p,
+                    limit,
+                    ..
+                } => assert_eq!((*f, *p, *limit), (format, pixels, 2 * DEFAULT_MAX_PIXELS)),
+                other => panic!("{format}: {other}"),
+            }
+            assert!(
+                error.to_string().contains(&format!(
+                    "image size ({pixels} pixels) exceeds limit of 178956970 pixels"
+                )),
+                "{error}"
+            );
+        }
+        assert!(gray_jpeg(60000, 60000, 1200).len() < 1400);
+    }
+
+    #[test]
+    fn a_png_without_ihdr_is_refused() {
+        let error = decode_image(b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDX", None).unwrap_err();
+        assert!(
+            error.to_string().contains("does not start with an IHDR chunk"),
+            "{error}"
+        );
     }
 }

@@ -55,21 +55,55 @@ pub struct AxisCoefficients {
     pub weights: Vec<i32>,
 }
 
+/// The filter's support in input pixels, before widening for downscaling; `None` for nearest.
+fn filter_support(filter: Filter) -> Option<f64> {
+    match filter {
+        Filter::Nearest => None,
+        Filter::Bilinear => Some(1.0),
+        Filter::Bicubic => Some(2.0),
+        Filter::Lanczos => Some(3.0),
+    }
+}
+
+/// Taps per output of [`AxisCoefficients::new`] (saturating).
+fn taps(in_size: usize, out_size: usize, support: f64, antialias: bool) -> usize {
+    let scale = f64::from(in_size as f32) / out_size as f64;
+    let filterscale = if antialias { scale.max(1.0) } else { 1.0 };
+    // A float-to-int `as` saturates.
+    ((support * filterscale).ceil() as usize)
+        .saturating_mul(2)
+        .saturating_add(1)
+}
+
+/// Coefficients [`ResizePlan::new`] stores for one axis (`out_size * taps`, saturating), so a
+/// caller can refuse a huge table before building it. Zero when the axis keeps its size or the
+/// filter is nearest (index tables only).
+pub fn coefficient_count(in_size: usize, out_size: usize, params: &ResizeParams) -> usize {
+    match filter_support(params.filter) {
+        Some(support) if in_size != out_size && out_size > 0 => {
+            out_size.saturating_mul(taps(in_size, out_size, support, params.antialias))
+        }
+        _ => 0,
+    }
+}
+
 impl AxisCoefficients {
     /// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc`. With `antialias` the support
     /// widens by the downscale factor (Pillow always does this).
     pub fn new(in_size: usize, out_size: usize, filter: Filter, antialias: bool) -> Self {
-        let (kernel, support): (fn(f64) -> f64, f64) = match filter {
-            Filter::Bilinear => (bilinear, 1.0),
-            Filter::Bicubic => (bicubic, 2.0),
-            Filter::Lanczos => (lanczos, 3.0),
-            Filter::Nearest => unreachable!("nearest uses index tables"),
+        let kernel: fn(f64) -> f64 = match filter {
+            Filter::Bilinear => bilinear,
+            Filter::Bicubic => bicubic,
+            Filter::Lanczos => lanczos,
+            // Nearest uses index tables; its callers never get here.
+            Filter::Nearest => bilinear,
         };
+        let base_support = filter_support(filter).unwrap_or(1.0);
         let in_extent = f64::from(in_size as f32);
         let scale = in_extent / out_size as f64;
         let filterscale = if antialias { scale.max(1.0) } else { 1.0 };
-        let support = support * filterscale;
-        let taps = support.ceil() as usize * 2 + 1;
+        let support = base_support * filterscale;
+        let taps = taps(in_size, out_size, base_support, antialias);
         let inv = 1.0 / filterscale;
         let mut start = Vec::with_capacity(out_size);
         let mut len = Vec::with_capacity(out_size);
@@ -161,7 +195,9 @@ pub fn output_size(params: &ResizeParams, height: usize, width: usize) -> (usize
             } else {
                 (height, width)
             };
-            let new_long = ((side * long) as f64 / short as f64) as usize;
+            // The product in u64 stays exact below 2^53 (sides are bounded far below that); the
+            // float-to-int `as` saturates rather than wrapping.
+            let new_long = ((side as u64 * long as u64) as f64 / short as f64) as usize;
             if width <= height {
                 (new_long, side)
             } else {
