@@ -117,7 +117,7 @@ impl Limits {
             ..self
         }
     }
-    /// Values under 8 KiB are raised to 8 KiB (hyper's smallest read buffer).
+    /// Values under 8 KiB are raised to 8 KiB (a browser's headers can approach that).
     pub fn with_max_header_bytes(self, max_header_bytes: usize) -> Self {
         Limits {
             max_header_bytes,
@@ -290,7 +290,8 @@ impl Server {
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
-            .max_buf_size(limits.max_header_bytes.max(8192))
+            // hyper answers 431 once this much has arrived without the head's end, so a huge
+            // request line is never buffered whole.
             .max_header_size(limits.max_header_bytes.max(8192));
         let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
         let mut backoff = Backoff::default();

@@ -47,7 +47,6 @@ pub(super) fn check_token(token: &str) -> Result<(), ServeError> {
 }
 
 /// The request checks, made once per request by [`guard`].
-#[derive(Debug)]
 pub(super) struct Guard {
     token: Option<String>,
     port: u16,
@@ -89,7 +88,7 @@ impl Guard {
         port_ok && name_ok
     }
 
-    /// Where the request's token came from, if it carries the right one.
+    /// Whether the request carries the right token, as a bearer token or this port's cookie.
     fn authenticated(&self, headers: &HeaderMap, token: &str) -> bool {
         let bearer = headers
             .get_all(header::AUTHORIZATION)
@@ -105,6 +104,17 @@ impl Guard {
             .filter_map(|pair| pair.trim().split_once('='))
             .any(|(name, value)| name == self.cookie && same(value.as_bytes(), token.as_bytes()));
         bearer || cookie
+    }
+}
+
+/// Leaves the token out, so a debug print of the server cannot leak it.
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("port", &self.port)
+            .field("listen_host", &self.listen_host)
+            .finish()
     }
 }
 
@@ -294,6 +304,14 @@ mod tests {
         assert!(named.host_allowed("kiln.internal"));
         assert!(named.host_allowed("kiln.internal:80"));
         assert!(!named.host_allowed("kiln.internal:81"));
+    }
+
+    #[test]
+    fn debug_output_hides_the_token() {
+        let guard = Guard::new("127.0.0.1:8080", 8080, Some("0123456789abcdef".into()));
+        let shown = format!("{guard:?}");
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 
     #[test]
