@@ -81,14 +81,15 @@ pub fn decode(bytes: &[u8]) -> Result<Tensor> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse::<usize>().map_err(|_| bad("bad shape")))
         .collect::<Result<Vec<_>>>()?;
-    let count: usize = shape.iter().product();
+    let count = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| bad("shape overflows"))?;
+    // The header was read from `bytes`, so `start + header_len` is in range.
     let body = &bytes[start + header_len..];
-    let need = |size: usize| {
-        if body.len() < count * size {
-            Err(bad("data shorter than its shape"))
-        } else {
-            Ok(())
-        }
+    let need = |size: usize| match count.checked_mul(size) {
+        Some(n) if n <= body.len() => Ok(()),
+        _ => Err(bad("data shorter than its shape")),
     };
     let data = match descr {
         Some("|u1" | "<u1") => {
@@ -145,5 +146,25 @@ mod tests {
             );
             assert_eq!(decode(&bytes).unwrap(), t);
         }
+    }
+
+    #[test]
+    fn hostile_shapes_are_errors() {
+        let npy = |shape: &str, body: usize| {
+            let header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({shape}), }}\n");
+            let mut bytes = MAGIC.to_vec();
+            bytes.extend_from_slice(&[1, 0]);
+            bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+            bytes.extend_from_slice(header.as_bytes());
+            bytes.extend(std::iter::repeat_n(0u8, body));
+            bytes
+        };
+        let error = decode(&npy("4294967296, 4294967296, 16", 64))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(error, "corrupt or unsupported NPY: shape overflows");
+        let error = decode(&npy("4611686018427387904,", 64)).unwrap_err().to_string();
+        assert_eq!(error, "corrupt or unsupported NPY: data shorter than its shape");
+        assert_eq!(decode(&npy("2, 2", 16)).unwrap().shape, vec![2, 2]);
     }
 }

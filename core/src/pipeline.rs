@@ -46,8 +46,8 @@ impl Pipeline {
     /// [`Pipeline::decode`], with what the decoder warned about (e.g. an image above
     /// `max_pixels` but within twice it, Pillow's `DecompressionBombWarning`).
     pub fn decode_with_warnings(&self, bytes: &[u8]) -> Result<Decoded> {
-        match &self.spec.ops[0] {
-            Op::LoadAudio(load) => {
+        match self.spec.ops.first() {
+            Some(Op::LoadAudio(load)) => {
                 let audio = decode_wav(bytes)?;
                 let mut channels = if load.mono && audio.channels.len() > 1 {
                     vec![audio.to_mono()]
@@ -81,7 +81,7 @@ impl Pipeline {
                     warnings: Vec::new(),
                 })
             }
-            Op::DecodeImage { mode } => {
+            Some(Op::DecodeImage { mode }) => {
                 let (image, warnings) = decode_image_limited(bytes, *mode, self.spec.max_pixels())?;
                 let dims = ImageDims::decoded(image.height, image.width, image.mode);
                 Ok(Decoded {
@@ -93,8 +93,8 @@ impl Pipeline {
             other => Err(Error::input(
                 "pipeline",
                 format!(
-                    "a spec must start with `load_audio` or `decode_image`, not `{}`",
-                    other.name()
+                    "a spec must start with `load_audio` or `decode_image`, not {}",
+                    other.map_or("nothing", Op::name)
                 ),
             )),
         }

@@ -92,7 +92,7 @@ impl Plan {
             PlanKey::Audio { sample_rate, .. } => sample_rate,
             PlanKey::Image(_) => 0,
         };
-        for op in &spec.ops[1..] {
+        for op in spec.ops.iter().skip(1) {
             let step = match op {
                 Op::Stft(params) => {
                     n_fft = params.n_fft;

@@ -270,8 +270,8 @@ impl Spec {
     }
 
     pub fn source_kind(&self) -> SourceKind {
-        match self.ops[0] {
-            Op::LoadAudio(_) => SourceKind::Audio,
+        match self.ops.first() {
+            Some(Op::LoadAudio(_)) => SourceKind::Audio,
             _ => SourceKind::Image,
         }
     }
@@ -306,7 +306,7 @@ impl Spec {
         // layout follow the same rules as the plan's (`ImageDims`).
         let mut dims = ImageDims::decoded(0, 0, *mode);
         let mut fixed = false;
-        for op in &self.ops[1..] {
+        for op in self.ops.iter().skip(1) {
             match op {
                 Op::Resize(ResizeParams {
                     size: ResizeSize::Exact { height, width },

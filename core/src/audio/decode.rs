@@ -124,7 +124,10 @@ impl Audio {
     /// `mean(axis=0)` does, then divided by the count.
     pub fn to_mono(&self) -> Vec<f32> {
         let count = self.channels.len() as f32;
-        let mut sum = self.channels[0].clone();
+        let Some(first) = self.channels.first() else {
+            return Vec::new();
+        };
+        let mut sum = first.clone();
         for channel in &self.channels[1..] {
             for (s, &x) in sum.iter_mut().zip(channel) {
                 *s += x;
