@@ -864,3 +864,21 @@ fn fd_exhaustion_backs_off_instead_of_spinning() {
         (200, r#"{"files":["x.wav"]}"#.to_owned())
     );
 }
+
+#[test]
+fn run_until_stops_accepting_when_told() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(bind(options(None, None))).unwrap();
+    let addr = server.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = runtime.spawn(server.run_until(async {
+        let _ = stopped.await;
+    }));
+    assert_eq!(get(addr, "/api/files").status, 404);
+    stop.send(()).unwrap();
+    runtime.block_on(serving).unwrap();
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "still accepting after shutdown"
+    );
+}
