@@ -201,21 +201,6 @@ fn bad_inputs_give_clear_errors(backend: &dyn Backend) {
 
 for_each_backend!(bad_inputs_give_clear_errors);
 
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
 /// An 8-bit gray PNG declaring `width` x `height` whose IDAT (one stored zlib block) holds only
 /// `rows`: a complete image when `rows` has `height` rows, a bomb's header otherwise.
 fn gray_png(width: u32, height: u32, rows: &[Vec<u8>]) -> Vec<u8> {
@@ -239,7 +224,7 @@ fn gray_png(width: u32, height: u32, rows: &[Vec<u8>]) -> Vec<u8> {
         png.extend_from_slice(&(data.len() as u32).to_be_bytes());
         let body = [kind, data].concat();
         png.extend_from_slice(&body);
-        png.extend_from_slice(&crc32(&body).to_be_bytes());
+        png.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
     };
     chunk(
         b"IHDR",

@@ -152,6 +152,23 @@ print(best)
             best,
             py.map_or("-".into(), |s| format!("{:.0}", FILES as f64 / s))
         );
+        // What shard verification costs: every epoch's loader hashes each shard once (SHA-256)
+        // before using it; compare that with a whole epoch, verification included.
+        let manifest = kiln::cache::read_manifest(&report.entry).unwrap();
+        let start = Instant::now();
+        for shard in &manifest.shards {
+            kiln::cache::sha256_file(&report.entry.join(&shard.file)).unwrap();
+        }
+        let verify = start.elapsed().as_secs_f64();
+        let epoch = FILES as f64 / best;
+        println!(
+            "  verifying {} shard(s), {:.1} MB: {:.1} ms, {:.0}% of an epoch ({:.0} MB/s)",
+            manifest.shards.len(),
+            manifest.shards.iter().map(|s| s.bytes).sum::<u64>() as f64 / 1e6,
+            verify * 1e3,
+            100.0 * verify / epoch,
+            manifest.shards.iter().map(|s| s.bytes).sum::<u64>() as f64 / 1e6 / verify
+        );
     }
     std::fs::remove_dir_all(root).unwrap();
 }

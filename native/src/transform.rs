@@ -55,11 +55,28 @@ impl SpecFile {
     }
 }
 
-/// Runs `pipeline` on the file at `input`; errors name the file.
-pub fn transform_file(pipeline: &Pipeline, backend: &dyn Backend, input: &Path) -> Result<Tensor> {
+/// Runs `pipeline` on the file at `input`; errors name the file. Returns the decoder's
+/// warnings (Pillow's decompression-bomb warning) beside the tensor.
+pub fn transform_file(
+    pipeline: &Pipeline,
+    backend: &dyn Backend,
+    input: &Path,
+) -> Result<(Tensor, Vec<kiln_core::Warning>)> {
+    let size = fs::metadata(input).at("reading", input)?.len();
+    if size > crate::items::source::MAX_ITEM_BYTES {
+        return Err(Error::Fetch {
+            path: input.display().to_string(),
+            message: format!(
+                "{size} bytes is over kiln's per-item limit of {} bytes",
+                crate::items::source::MAX_ITEM_BYTES
+            ),
+        });
+    }
     let bytes = fs::read(input).at("reading", input)?;
-    pipeline.run(backend, &bytes).map_err(|source| Error::Item {
-        path: format!("{} ({} backend)", input.display(), backend.name()),
-        source,
-    })
+    pipeline
+        .run_with_warnings(backend, &bytes)
+        .map_err(|source| Error::Item {
+            path: format!("{} ({} backend)", input.display(), backend.name()),
+            source,
+        })
 }

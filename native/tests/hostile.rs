@@ -38,7 +38,7 @@ fn png_bomb(width: u32, height: u32) -> Vec<u8> {
     ihdr.extend_from_slice(&width.to_be_bytes());
     ihdr.extend_from_slice(&height.to_be_bytes());
     ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    let crc = crc32(&ihdr);
+    let crc = crc32fast::hash(&ihdr);
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
     png.extend_from_slice(&13u32.to_be_bytes());
     png.extend_from_slice(&ihdr);
@@ -47,26 +47,11 @@ fn png_bomb(width: u32, height: u32) -> Vec<u8> {
     let idat = [&b"IDAT"[..], &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]].concat();
     png.extend_from_slice(&8u32.to_be_bytes());
     png.extend_from_slice(&idat);
-    png.extend_from_slice(&crc32(&idat).to_be_bytes());
+    png.extend_from_slice(&crc32fast::hash(&idat).to_be_bytes());
     png.extend_from_slice(&[0, 0, 0, 0]);
     png.extend_from_slice(b"IEND");
-    png.extend_from_slice(&crc32(b"IEND").to_be_bytes());
+    png.extend_from_slice(&crc32fast::hash(b"IEND").to_be_bytes());
     png
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 #[test]
@@ -376,5 +361,76 @@ fn gc_skips_entries_in_use() {
     assert!(busy.to_string().contains("in use"), "{busy}");
     drop(loader);
     assert_eq!(kiln::cache::gc(&cache, options).unwrap(), vec![key]);
+    fs::remove_dir_all(root).unwrap();
+}
+
+/// A WebDAV server that lists one 32 KiB file and then, asked for it, announces 50 GB and
+/// keeps sending until the client hangs up.
+fn lying_webdav_server() -> (u16, std::thread::JoinHandle<()>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        for stream in listener.incoming().take(2) {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).unwrap();
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap() == 0 || header == "\r\n" {
+                    break;
+                }
+            }
+            if request_line.starts_with("PROPFIND") {
+                let body = r#"<?xml version="1.0" encoding="utf-8"?>
+<D:multistatus xmlns:D="DAV:"><D:response><D:href>/data/a/x.wav</D:href><D:propstat><D:prop>
+<D:getlastmodified>Thu, 26 Nov 2026 10:00:00 GMT</D:getlastmodified><D:getcontentlength>32768</D:getcontentlength>
+<D:resourcetype/><D:getetag>"v1"</D:getetag></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response></D:multistatus>"#;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 207 Multi-Status\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            } else {
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: 50000000000\r\nConnection: close\r\n\r\n"
+                );
+                let chunk = vec![0u8; 64 << 10];
+                // Until the client stops reading (it must, long before 50 GB).
+                for _ in 0..(1u64 << 20) {
+                    if stream.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    (port, handle)
+}
+
+#[test]
+fn a_remote_object_is_never_read_past_its_listed_size() {
+    let root = temp_dir("hostile-remote");
+    let spec = write_spec(&root, "audio.json", AUDIO_SPEC);
+    let (port, server) = lying_webdav_server();
+    let started = std::time::Instant::now();
+    let out = kiln(&[
+        "convert",
+        &format!("http://127.0.0.1:{port}/data/"),
+        "--spec",
+        &spec,
+        "--cache",
+        root.join("cache").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "every item failed: non-zero exit");
+    assert!(
+        stderr(&out).contains("a/x.wav: reading: the store sent more than the 32768 bytes it listed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(started.elapsed().as_secs() < 60, "kiln kept reading");
+    server.join().unwrap();
     fs::remove_dir_all(root).unwrap();
 }

@@ -204,7 +204,8 @@ fn run_convert(args: ConvertArgs) -> Result<()> {
         on_error: args.on_error.into(),
         backend,
         workers,
-        progress: !args.json,
+        // Bars draw on stderr only when it is a terminal, so they never mix with --json output.
+        progress: true,
     };
     let report = convert(&options)?;
     let mut out = std::io::stdout().lock();
@@ -286,7 +287,10 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let pipeline = Pipeline::new(SpecFile::load(&spec)?.spec);
             let backend: AnyBackend = open_backend(backend)?;
-            let tensor = transform_file(&pipeline, &backend, &input)?;
+            let (tensor, warnings) = transform_file(&pipeline, &backend, &input)?;
+            for warning in warnings {
+                eprintln!("kiln: warning: {}: {warning}", input.display());
+            }
             write_atomic(&output, &npy::encode(&tensor))?;
             let mut stdout = std::io::stdout().lock();
             let _ = writeln!(

@@ -83,20 +83,26 @@ fn contents(
     }
 }
 
+/// A transformed item and what the decoder warned about (Pillow's decompression-bomb warning).
+type Transformed = (Payload, Vec<kiln_core::Warning>);
+
 /// Transforms one item's bytes on a blocking thread; a panic is that item's failure.
 async fn transform(
     pipeline: Arc<Pipeline>,
     backend: kiln_gpu::AnyBackend,
     materialize: Materialize,
     bytes: Bytes,
-) -> Result<Payload, String> {
-    let work = tokio::task::spawn_blocking(move || -> Result<Payload, kiln_core::Error> {
+) -> Result<Transformed, String> {
+    let work = tokio::task::spawn_blocking(move || -> Result<Transformed, kiln_core::Error> {
         Ok(match materialize {
-            Materialize::Tensor => Payload::Tensor(pipeline.run(&backend as &dyn Backend, &bytes)?),
+            Materialize::Tensor => {
+                let (tensor, warnings) = pipeline.run_with_warnings(&backend as &dyn Backend, &bytes)?;
+                (Payload::Tensor(tensor), warnings)
+            }
             // Raw rows are still decoded once, so corrupt files are caught now.
             Materialize::Raw => {
-                pipeline.decode(&bytes)?;
-                Payload::Raw(bytes)
+                let warnings = pipeline.decode_with_warnings(&bytes)?.warnings;
+                (Payload::Raw(bytes), warnings)
             }
         })
     });
@@ -149,6 +155,12 @@ pub(super) async fn write_items(
         last_item = index + 1;
         bar.inc(1);
         let path = job.units[index as usize].clone();
+        let payload = payload.map(|(payload, warnings)| {
+            for warning in warnings {
+                bar.println(format!("warning: {path}: {warning}"));
+            }
+            payload
+        });
         let payload = payload.and_then(|p| match (&p, &fixed_shape) {
             (Payload::Tensor(t), Some(shape)) if &t.shape != shape => Err(format!(
                 "output shape {:?} differs from the entry's {shape:?}",
