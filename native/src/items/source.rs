@@ -149,7 +149,7 @@ impl Source {
             }
             other => {
                 return Err(error(format!(
-                    "unsupported scheme `{other}://` (use a directory, file://, s3://, gs://, az:// or http(s)://)"
+                    "unsupported source scheme `{other}://` (use a directory, file://, s3://, gs://, az:// or http(s)://)"
                 )))
             }
         };
@@ -198,9 +198,9 @@ impl Source {
                         .list(prefix_opt)
                         .try_collect()
                         .await
-                        .map_err(|e| Error::Source {
+                        .map_err(|e| Error::Listing {
                             location: self.location.clone(),
-                            message: format!("listing: {e}"),
+                            message: e.to_string(),
                         })?;
                 let items = metas
                     .into_iter()
