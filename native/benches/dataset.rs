@@ -152,8 +152,8 @@ print(best)
             best,
             py.map_or("-".into(), |s| format!("{:.0}", FILES as f64 / s))
         );
-        // What shard verification costs: every epoch's loader hashes each shard once (SHA-256)
-        // before using it; compare that with a whole epoch, verification included.
+        // What shard verification costs: a loader hashes each shard once (SHA-256), the first
+        // time it touches it; compare that with a whole epoch, verification included.
         let manifest = kiln::cache::read_manifest(&report.entry).unwrap();
         let start = Instant::now();
         for shard in &manifest.shards {
