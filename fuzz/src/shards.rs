@@ -19,7 +19,10 @@ const SHARD: &str = "part-00000.parquet";
 /// hostile producer with a matching manifest) would reach. The layout and row groups are what
 /// the file's own footer claims, when it has a readable one, so inputs get past the schema and
 /// row-group checks too.
-pub fn shard_read(bytes: &[u8]) {
+///
+/// Returns how many rows decoded all the way (to tensors, or to a batch for raw shards), so the
+/// replay test can check that a valid seed is read in full rather than refused early.
+pub fn shard_read(bytes: &[u8]) -> u64 {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join(SHARD);
     fs::write(&path, bytes).expect("writing the shard");
@@ -36,18 +39,20 @@ pub fn shard_read(bytes: &[u8]) {
         row_groups,
     };
     let Ok(reader) = ShardReader::open(dir.path(), &info, &layout) else {
-        return;
+        return 0;
     };
     let fixed_shape = match &layout {
         Layout::Tensor(TensorInfo { shape, .. }) => shape.clone(),
         _ => None,
     };
+    let mut decoded = 0;
     for (index, &rows) in reader.row_groups().iter().enumerate() {
         let Ok(batch) = reader.read_row_group(index) else {
             continue;
         };
         assert_eq!(batch.num_rows() as u64, rows, "row group {index} row count");
         if matches!(layout, Layout::Raw) {
+            decoded += rows;
             continue;
         }
         let Ok(column) = TensorColumn::from_batch(&batch, fixed_shape.as_deref()) else {
@@ -60,7 +65,9 @@ pub fn shard_read(bytes: &[u8]) {
             let tensor = column.tensor(row);
             assert_eq!(tensor.shape, column.shape(row));
         }
+        decoded += rows;
     }
+    decoded
 }
 
 /// The layout and rows per row group the file's footer declares, as `kiln convert` would have

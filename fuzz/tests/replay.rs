@@ -52,5 +52,21 @@ fn spec_parse() {
 #[cfg(feature = "shards")]
 #[test]
 fn shard_read() {
-    replay("shard_read", kiln_fuzz::shard_read);
+    replay("shard_read", |bytes| {
+        kiln_fuzz::shard_read(bytes);
+    });
+}
+
+/// The seeds are shards `kiln convert` wrote (raw, fixed and variable u8/f32 tensors, one or
+/// several row groups): each must be read to its last row, or the target would be fuzzing
+/// only the early refusals (a wrong layout or row-group guess).
+#[cfg(feature = "shards")]
+#[test]
+fn shard_seeds_read_in_full() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/shard_read");
+    for entry in std::fs::read_dir(&dir).expect("the shard seeds") {
+        let path = entry.expect("a seed").path();
+        let rows = kiln_fuzz::shard_read(&std::fs::read(&path).expect("reading a seed"));
+        assert_eq!(rows, 3, "{} decoded {rows} of its 3 rows", path.display());
+    }
 }
