@@ -12,17 +12,7 @@ use serde_json::Value;
 use support::*;
 
 fn convert(source: &Path, spec: &str, cache: &Path, extra: &[&str]) -> Value {
-    let mut args = vec![
-        "convert",
-        source.to_str().unwrap(),
-        "--spec",
-        spec,
-        "--cache",
-        cache.to_str().unwrap(),
-        "--json",
-    ];
-    args.extend_from_slice(extra);
-    json(&kiln(&args))
+    json(&convert_output(source, spec, cache, extra))
 }
 
 fn stream(entry: &str, extra: &[&str]) -> Value {

@@ -12,22 +12,8 @@ use kiln::loader::Loader;
 use serde_json::Value;
 use support::*;
 
-fn convert_args(source: &Path, spec: &str, cache: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "convert",
-        source.to_str().unwrap(),
-        "--spec",
-        spec,
-        "--cache",
-        cache.to_str().unwrap(),
-        "--json",
-    ];
-    args.extend_from_slice(extra);
-    kiln(&args)
-}
-
 fn convert_ok(source: &Path, spec: &str, cache: &Path, extra: &[&str]) -> Value {
-    let out = convert_args(source, spec, cache, extra);
+    let out = convert_output(source, spec, cache, extra);
     assert!(out.status.success(), "{}", stderr(&out));
     json(&out)
 }
@@ -78,7 +64,7 @@ fn one_bad_file_never_ends_a_skip_run_and_all_failed_exits_non_zero() {
     fs::create_dir_all(&bad).unwrap();
     fs::write(bad.join("x.png"), b"not a png").unwrap();
     fs::write(bad.join("y.png"), png_bomb(20000, 20000)).unwrap();
-    let out = convert_args(&bad, &spec, &root.join("cache"), &[]);
+    let out = convert_output(&bad, &spec, &root.join("cache"), &[]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("all 2 items"), "{}", stderr(&out));
     fs::remove_dir_all(root).unwrap();
@@ -301,7 +287,7 @@ fn cli_values_out_of_range_are_errors() {
     let data = root.join("data");
     make_dataset(&data, &["a"], 2, 4);
     let spec = write_spec(&root, "audio.json", AUDIO_SPEC);
-    let out = convert_args(
+    let out = convert_output(
         &data,
         &spec,
         &root.join("cache"),
@@ -325,7 +311,7 @@ fn cli_values_out_of_range_are_errors() {
         assert!(!out.status.success(), "{flag} {value}");
         assert!(stderr(&out).contains(needle), "{flag}: {}", stderr(&out));
     }
-    let out = convert_args(&data, &spec, &root.join("cache"), &["--shard-size", "1e400"]);
+    let out = convert_output(&data, &spec, &root.join("cache"), &["--shard-size", "1e400"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--shard-size"), "{}", stderr(&out));
     fs::remove_dir_all(root).unwrap();

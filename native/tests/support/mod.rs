@@ -36,6 +36,21 @@ pub fn json(out: &Output) -> serde_json::Value {
     serde_json::from_str(stdout(out).trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(out)))
 }
 
+/// `kiln convert SOURCE --spec SPEC --cache CACHE --json EXTRA...`.
+pub fn convert_output(source: &Path, spec: &str, cache: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "convert",
+        source.to_str().unwrap(),
+        "--spec",
+        spec,
+        "--cache",
+        cache.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    kiln(&args)
+}
+
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kiln-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
