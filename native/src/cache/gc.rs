@@ -45,8 +45,18 @@ fn age(dir: &Path) -> Duration {
         .unwrap_or_default()
 }
 
+/// Kiln's entries carry the marker; entries written before it existed are recognised by a
+/// manifest naming the directory as its key, which no user's directory has by chance.
 fn is_entry(dir: &Path) -> bool {
-    dir.join(MARKER).is_file()
+    if dir.join(MARKER).is_file() {
+        return true;
+    }
+    let key = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+    fs::read(dir.join(MANIFEST))
+        .ok()
+        .filter(|bytes| bytes.len() < 1 << 20)
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .is_some_and(|m| m["key"].as_str().is_some() && m["key"].as_str().map(str::to_owned) == key)
 }
 
 /// The kiln entries in `cache` (other directories are not listed).
@@ -156,4 +166,34 @@ pub fn gc(cache: &Path, options: GcOptions) -> Result<Vec<String>> {
         removed.push(e.key.clone());
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_marked_entries_or_manifests_naming_their_directory_are_entries() {
+        let cache = std::env::temp_dir().join(format!("kiln-gc-entries-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&cache);
+        for (name, manifest) in [
+            ("0123abcd", Some(r#"{"key": "0123abcd"}"#)),
+            ("photos", Some(r#"{"key": "0123abcd"}"#)),
+            ("music", None),
+        ] {
+            fs::create_dir_all(cache.join(name)).unwrap();
+            if let Some(text) = manifest {
+                fs::write(cache.join(name).join(MANIFEST), text).unwrap();
+            }
+        }
+        super::super::mark_entry(&cache.join("fresh")).unwrap();
+        let keys: Vec<String> = list_entries(&cache).unwrap().into_iter().map(|e| e.key).collect();
+        assert_eq!(keys, ["0123abcd", "fresh"]);
+        let refused = remove_entry(&cache, "photos").unwrap_err();
+        assert!(
+            refused.to_string().contains("not a kiln cache entry"),
+            "{refused}"
+        );
+        fs::remove_dir_all(&cache).unwrap();
+    }
 }
