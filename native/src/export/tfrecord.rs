@@ -140,6 +140,14 @@ pub fn export(entry_dir: &Path, out_dir: &Path) -> Result<(Vec<PathBuf>, u64)> {
     let entry = EntryReader::open(entry_dir)?;
     fs::create_dir_all(out_dir).at("creating", out_dir)?;
     let fixed = entry.tensor_info().and_then(|t| t.shape.clone());
+    // Drawn on stderr only when it is a terminal.
+    let bar = indicatif::ProgressBar::new(entry.rows()).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} exporting [{bar:30}] {pos}/{len} rows {per_sec} eta {eta}",
+        )
+        .expect("template")
+        .progress_chars("=> "),
+    );
     let mut files = Vec::new();
     let mut rows = 0;
     for index in 0..entry.manifest.shards.len() {
@@ -151,6 +159,7 @@ pub fn export(entry_dir: &Path, out_dir: &Path) -> Result<(Vec<PathBuf>, u64)> {
             for example in examples(&batch?, fixed.as_deref())? {
                 write_record(&mut out, &example).at("writing", &path)?;
                 rows += 1;
+                bar.inc(1);
             }
         }
         let inner = out
@@ -159,6 +168,7 @@ pub fn export(entry_dir: &Path, out_dir: &Path) -> Result<(Vec<PathBuf>, u64)> {
         file.commit_file(inner)?;
         files.push(path);
     }
+    bar.finish_and_clear();
     Ok((files, rows))
 }
 
