@@ -148,6 +148,17 @@ pub struct GpuTensor {
     pub dtype: DType,
 }
 
+/// A recorded result handed out as a resident tensor.
+impl From<DeviceTensor> for GpuTensor {
+    fn from(t: DeviceTensor) -> Self {
+        GpuTensor {
+            buffer: t.buffer,
+            shape: t.shape,
+            dtype: t.dtype,
+        }
+    }
+}
+
 impl GpuTensor {
     pub fn element_count(&self) -> usize {
         self.shape.iter().product()
@@ -386,11 +397,7 @@ impl GpuBackend {
         self.guarded("execute_resident", || {
             let (rec, t) = self.record(plan, input)?;
             rec.finish_resident(&t.buffer);
-            Ok(GpuTensor {
-                buffer: t.buffer,
-                shape: t.shape,
-                dtype: t.dtype,
-            })
+            Ok(t.into())
         })
         .await
     }
@@ -408,11 +415,7 @@ impl GpuBackend {
             let mut rec = self.recorder();
             let t = self.upload(&mut rec, tensor)?;
             rec.finish_resident(&t.buffer);
-            Ok(GpuTensor {
-                buffer: t.buffer,
-                shape: t.shape,
-                dtype: t.dtype,
-            })
+            Ok(t.into())
         })
         .await
     }
