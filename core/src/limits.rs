@@ -21,6 +21,10 @@ pub const MAX_SAMPLE_RATE: u32 = 768_000;
 /// header resampled to 16 kHz cost 87 ms of CPU per input byte), so beyond this it is an error.
 pub const MAX_RESAMPLE_RATIO: u32 = 128;
 
+/// Largest `fix_length.size`, in samples per channel: 2^28, 93 minutes at 48 kHz (1 GiB of f32),
+/// far above the clip lengths that batching uses; padding allocates it for every item.
+pub const MAX_FIX_LENGTH: usize = 1 << 28;
+
 /// Largest `stft.n_fft` (and so `win_length`): 2^20 samples, 22 s at 48 kHz, far above the
 /// 256..=8192 used in practice; the FFT plan and window are `O(n_fft)`.
 pub const MAX_N_FFT: usize = 1 << 20;

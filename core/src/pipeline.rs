@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::audio::decode::{check_finite, decode_wav, resample};
+use crate::audio::decode::{check_finite, decode_wav, fix_length, resample};
 use crate::backend::Backend;
 use crate::error::{Error, Result, Warning};
 use crate::image::{decode::decode_image_limited, ImageDims};
@@ -36,7 +36,7 @@ impl Pipeline {
     /// Runs the spec's first op (`load_audio` or `decode_image`) on file bytes.
     ///
     /// Audio comes out `(samples,)` when mono (or `mono: true`) and `(channels, samples)`
-    /// otherwise; images `(H, W)` for mode `L` and `(H, W, C)` otherwise. Warnings are dropped;
+    /// otherwise, `samples` being `fix_length`'s `size` where the spec has one; images `(H, W)` for mode `L` and `(H, W, C)` otherwise. Warnings are dropped;
     /// [`Pipeline::decode_with_warnings`] returns them.
     pub fn decode(&self, bytes: &[u8]) -> Result<(Tensor, PlanKey)> {
         self.decode_with_warnings(bytes)
@@ -59,8 +59,13 @@ impl Pipeline {
                     channels = resample(&channels, rate, target)?;
                     rate = target;
                 }
+                // Here rather than in a plan step, so that every backend receives clips of one
+                // length (and batches them) and `Spec::output` knows the shape.
+                if let Some(size) = self.spec.fix_length() {
+                    fix_length(&mut channels, size)?;
+                }
                 // librosa's stft refuses non-finite audio (`util.valid_audio`); resample checked
-                // its own input above.
+                // its own input above. Samples `fix_length` cut off are not checked, as librosa.
                 if self.spec.ops.iter().any(|op| matches!(op, Op::Stft(_))) {
                     channels.iter().try_for_each(|c| check_finite("stft", c))?;
                 }

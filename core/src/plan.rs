@@ -177,6 +177,8 @@ impl Plan {
                     dims = Some(output);
                     Step::Layout { input: d, output }
                 }
+                // Applied while decoding (`Pipeline::decode`), so no step of its own.
+                Op::FixLength { .. } => continue,
                 Op::LoadAudio(_) | Op::DecodeImage { .. } => {
                     return Err(Error::input(
                         "plan",

@@ -5,11 +5,12 @@
 
 use serde_json::{Map, Value};
 
+use crate::audio::stft::frame_count;
 use crate::error::{Error, Result, SpecLocation};
 use crate::image::ImageDims;
 use crate::limits::{
-    DEFAULT_MAX_PIXELS, MAX_HOP_LENGTH, MAX_IMAGE_SIDE, MAX_MEL_BANDS, MAX_N_FFT, MAX_OUTPUT_PIXELS,
-    MAX_SAMPLE_RATE,
+    DEFAULT_MAX_PIXELS, MAX_FIX_LENGTH, MAX_HOP_LENGTH, MAX_IMAGE_SIDE, MAX_MEL_BANDS, MAX_N_FFT,
+    MAX_OUTPUT_PIXELS, MAX_SAMPLE_RATE,
 };
 use crate::tensor::DType;
 
@@ -32,6 +33,13 @@ pub enum SourceKind {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     LoadAudio(LoadAudio),
+    /// librosa `util.fix_length(y, size=size)`: every channel cut to `size` samples or padded
+    /// with zeros at the end. Only directly after `load_audio`: it runs while the audio is
+    /// decoded (after resampling and `mono`), so every backend receives clips of one length and
+    /// [`Spec::output`] knows the output shape.
+    FixLength {
+        size: usize,
+    },
     Stft(StftParams),
     Magnitude {
         power: f32,
@@ -64,6 +72,7 @@ impl Op {
     pub fn name(&self) -> &'static str {
         match self {
             Op::LoadAudio(_) => "load_audio",
+            Op::FixLength { .. } => "fix_length",
             Op::Stft(_) => "stft",
             Op::Magnitude { .. } => "magnitude",
             Op::Mel(_) => "mel",
@@ -276,6 +285,15 @@ impl Spec {
         }
     }
 
+    /// `fix_length`'s `size`: the length, in samples, every decoded clip is cut or padded to.
+    /// `None` when the spec has no `fix_length`.
+    pub fn fix_length(&self) -> Option<usize> {
+        self.ops.iter().find_map(|op| match op {
+            Op::FixLength { size } => Some(*size),
+            _ => None,
+        })
+    }
+
     /// Checks that every op receives the kind of data it accepts.
     fn check_order(&self) -> Result<()> {
         self.walk().map(|_| ()).map_err(|(_, error)| error)
@@ -283,11 +301,14 @@ impl Spec {
 
     /// The dtype of what the spec produces, and its shape where every input gives the same one.
     ///
-    /// The shape is fixed only for image specs that decode to a given `mode` and whose last
-    /// `resize`/`center_crop` sets an exact size; it is `None` for audio (the clip length
-    /// varies), for `decode_image` without `mode` (the file's mode decides the channels) and for
-    /// sizes that follow the input (`resize` with `shorter_side` and no crop after it). The
-    /// dtype is `C64` for a spec ending with a bare `stft`.
+    /// The shape is fixed for image specs that decode to a given `mode` and whose last
+    /// `resize`/`center_crop` sets an exact size, and for mono audio specs with `fix_length`
+    /// (e.g. `[80, 101]` for an 80-band log-mel with `n_fft` 400 and hop 160 over 16000
+    /// samples). It is `None` for other audio (the clip length varies; with `mono: false` the
+    /// file decides the channels), for `decode_image` without `mode` (the file's mode decides
+    /// the channels), for sizes that follow the input (`resize` with `shorter_side` and no crop
+    /// after it) and for specs every input fails (an uncentred `stft` longer than
+    /// `fix_length`). The dtype is `C64` for a spec ending with a bare `stft`.
     pub fn output(&self) -> SpecOutput {
         // A validated spec always walks to the end; a hand-built invalid one keeps the last
         // stage it reached rather than panicking.
@@ -299,6 +320,9 @@ impl Spec {
     }
 
     fn fixed_shape(&self) -> Option<Vec<usize>> {
+        if let Some(Op::LoadAudio(load)) = self.ops.first() {
+            return self.fixed_audio_shape(load);
+        }
         let Some(Op::DecodeImage { mode: Some(mode) }) = self.ops.first() else {
             return None;
         };
@@ -327,6 +351,28 @@ impl Spec {
         fixed.then(|| dims.shape())
     }
 
+    /// The shape of a mono audio spec with `fix_length`, as the backends produce it.
+    fn fixed_audio_shape(&self, load: &LoadAudio) -> Option<Vec<usize>> {
+        let size = self.fix_length()?;
+        // Without `mono` the file decides the channel axis.
+        if !load.mono {
+            return None;
+        }
+        let mut shape = vec![size];
+        for op in self.ops.iter().skip(1) {
+            // After `stft` the shape is (bins, frames); `.get(1)?` keeps a hand-built spec in
+            // the wrong order from panicking.
+            shape = match op {
+                Op::FixLength { .. } | Op::Magnitude { .. } | Op::PowerToDb(_) => shape,
+                Op::Stft(params) => vec![params.n_fft / 2 + 1, frame_count(params, size).ok()?],
+                Op::Mel(params) => vec![params.n_mels, *shape.get(1)?],
+                Op::Mfcc { n_mfcc } if n_mfcc <= shape.first()? => vec![*n_mfcc, *shape.get(1)?],
+                _ => return None,
+            };
+        }
+        Some(shape)
+    }
+
     /// Follows the data through the ops: the stage after the last op, or the first op that does
     /// not accept its input (with the stage reached before it).
     fn walk(&self) -> std::result::Result<Stage, (Stage, Error)> {
@@ -345,6 +391,9 @@ impl Spec {
             }
         };
         for (index, op) in self.ops.iter().enumerate().skip(1) {
+            if matches!(op, Op::FixLength { .. }) && index != 1 {
+                return Err((stage, op_error(index, op.name(), None, FIX_LENGTH_PLACE)));
+            }
             stage = stage
                 .after(op)
                 .map_err(|why| (stage, op_error(index, op.name(), None, why)))?;
@@ -352,6 +401,10 @@ impl Spec {
         Ok(stage)
     }
 }
+
+/// Why a `fix_length` elsewhere is refused.
+const FIX_LENGTH_PLACE: &str = "must come directly after `load_audio`: it cuts or pads the decoded \
+                                waveform before any other op";
 
 /// What a spec's output is: see [`Spec::output`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -387,6 +440,8 @@ impl Stage {
     fn after(self, op: &Op) -> std::result::Result<Stage, &'static str> {
         Ok(match (op, self) {
             (Op::LoadAudio(_) | Op::DecodeImage { .. }, _) => return Err("may only be the first op"),
+            (Op::FixLength { .. }, Stage::Waveform) => Stage::Waveform,
+            (Op::FixLength { .. }, _) => return Err(FIX_LENGTH_PLACE),
             (Op::Stft(_), Stage::Waveform) => Stage::Complex,
             (Op::Stft(_), _) => return Err("needs a waveform (directly after `load_audio`)"),
             (Op::Magnitude { .. }, Stage::Complex) => Stage::Spectrogram,
@@ -612,6 +667,9 @@ fn parse_op(index: usize, value: &Value, max_pixels: &mut Option<u64>) -> Result
                 mono: r.boolean("mono", true)?,
             })
         }
+        "fix_length" => Op::FixLength {
+            size: r.required_int("size", MAX_FIX_LENGTH)?,
+        },
         "stft" => {
             let n_fft = r.positive_int("n_fft", MAX_N_FFT)?.unwrap_or(2048);
             let win_length = r.positive_int("win_length", MAX_N_FFT)?.unwrap_or(n_fft);
@@ -823,8 +881,8 @@ fn parse_op(index: usize, value: &Value, max_pixels: &mut Option<u64>) -> Result
                     op: Some(other.to_owned()),
                     field: None,
                 },
-                message: "unknown op; known ops: load_audio, stft, magnitude, mel, power_to_db, mfcc, \
-                          decode_image, resize, center_crop, to_float, normalize, layout"
+                message: "unknown op; known ops: load_audio, fix_length, stft, magnitude, mel, power_to_db, \
+                          mfcc, decode_image, resize, center_crop, to_float, normalize, layout"
                     .into(),
             })
         }
@@ -960,6 +1018,164 @@ mod tests {
                 assert_eq!(Some(tensor.shape.clone()), expected.shape, "{ops}");
                 assert_eq!(tensor.dtype(), expected.dtype, "{ops}");
             }
+        }
+    }
+
+    /// A 16-bit WAV of `channels` x `frames` at `rate`, a ramp so trimming and padding show.
+    fn wav(rate: u32, channels: u16, frames: usize) -> Vec<u8> {
+        let spec = hound::WavSpec {
+            channels,
+            sample_rate: rate,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut cursor = std::io::Cursor::new(Vec::new());
+        let mut writer = hound::WavWriter::new(&mut cursor, spec).unwrap();
+        for i in 0..frames * usize::from(channels) {
+            writer.write_sample((i % 30_000) as i16 + 1).unwrap();
+        }
+        writer.finalize().unwrap();
+        cursor.into_inner()
+    }
+
+    const LOG_MEL: &str = r#"{"op": "stft", "n_fft": 400, "hop_length": 160}, {"op": "magnitude", "power": 2},
+        {"op": "mel", "n_mels": 80}, {"op": "power_to_db"}"#;
+
+    #[test]
+    fn fix_length_fixes_audio_shapes() {
+        let cases = [
+            (
+                r#"[{"op": "load_audio"}, {"op": "fix_length", "size": 16000}]"#.to_owned(),
+                vec![16000],
+            ),
+            (
+                format!(r#"[{{"op": "load_audio"}}, {{"op": "fix_length", "size": 16000}}, {LOG_MEL}]"#),
+                vec![80, 101],
+            ),
+            (
+                format!(
+                    r#"[{{"op": "load_audio", "sample_rate": 8000}}, {{"op": "fix_length", "size": 16000}},
+                     {LOG_MEL}, {{"op": "mfcc", "n_mfcc": 13}}]"#
+                ),
+                vec![13, 101],
+            ),
+            (
+                r#"[{"op": "load_audio"}, {"op": "fix_length", "size": 1000}, {"op": "stft", "n_fft": 256,
+                   "hop_length": 100, "center": false}, {"op": "magnitude"}]"#
+                    .to_owned(),
+                vec![129, 8],
+            ),
+        ];
+        for (ops, shape) in cases {
+            assert_eq!(output(&ops).shape, Some(shape), "{ops}");
+        }
+        let stft =
+            output(r#"[{"op": "load_audio"}, {"op": "fix_length", "size": 10}, {"op": "stft", "n_fft": 8}]"#);
+        assert_eq!((stft.dtype, stft.shape), (DType::C64, Some(vec![5, 6])));
+        for ops in [
+            // The file decides the channels.
+            r#"[{"op": "load_audio", "mono": false}, {"op": "fix_length", "size": 16000}]"#,
+            // Every input fails: an uncentred window longer than the clip.
+            r#"[{"op": "load_audio"}, {"op": "fix_length", "size": 100}, {"op": "stft", "n_fft": 256, "center": false}]"#,
+        ] {
+            assert_eq!(output(ops).shape, None, "{ops}");
+        }
+    }
+
+    #[test]
+    fn fix_length_pads_and_trims_every_channel_before_the_backend() {
+        let specs = [
+            r#"[{"op": "load_audio"}, {"op": "fix_length", "size": 1000}]"#.to_owned(),
+            format!(r#"[{{"op": "load_audio"}}, {{"op": "fix_length", "size": 16000}}, {LOG_MEL}]"#),
+            r#"[{"op": "load_audio", "sample_rate": 8000}, {"op": "fix_length", "size": 3000},
+                {"op": "stft", "n_fft": 64}, {"op": "magnitude"}]"#
+                .to_owned(),
+        ];
+        for ops in &specs {
+            let spec = Spec::from_json(&format!(r#"{{"ops": {ops}}}"#)).unwrap();
+            let expected = spec.output();
+            assert!(expected.shape.is_some(), "{ops}");
+            let pipeline = Pipeline::new(spec);
+            for (channels, frames) in [(1, 10), (1, 999), (1, 1000), (2, 1001), (3, 40_000)] {
+                let tensor = pipeline.run(&CpuBackend, &wav(16_000, channels, frames)).unwrap();
+                assert_eq!(
+                    Some(tensor.shape.clone()),
+                    expected.shape,
+                    "{ops} on {channels} x {frames}"
+                );
+            }
+        }
+        // The samples themselves: librosa's fix_length keeps the head and pads zeros at the end.
+        let keep = |ops: &str, channels: u16, frames: usize| {
+            let spec = Spec::from_json(&format!(r#"{{"ops": {ops}}}"#)).unwrap();
+            let plain = Spec::from_json(r#"{"ops": [{"op": "load_audio", "mono": false}]}"#).unwrap();
+            let bytes = wav(8000, channels, frames);
+            let fixed = Pipeline::new(spec).run(&CpuBackend, &bytes).unwrap();
+            let full = Pipeline::new(plain).run(&CpuBackend, &bytes).unwrap();
+            (fixed, full)
+        };
+        let stereo = r#"[{"op": "load_audio", "mono": false}, {"op": "fix_length", "size": 6}]"#;
+        let (fixed, full) = keep(stereo, 2, 4);
+        assert_eq!(fixed.shape, vec![2, 6]);
+        let full = full.as_f32().unwrap();
+        let want: Vec<f32> = [&full[..4], &[0.0, 0.0], &full[4..], &[0.0, 0.0]].concat();
+        assert_eq!(fixed.as_f32().unwrap(), want.as_slice());
+        let (fixed, full) = keep(stereo, 2, 9);
+        assert_eq!(fixed.shape, vec![2, 6]);
+        let full = full.as_f32().unwrap();
+        let want: Vec<f32> = [&full[..6], &full[9..15]].concat();
+        assert_eq!(fixed.as_f32().unwrap(), want.as_slice());
+    }
+
+    #[test]
+    fn fix_length_errors_name_the_field_and_the_place() {
+        let place = "must come directly after `load_audio`: it cuts or pads the decoded waveform before any \
+                     other op";
+        let cases = [
+            (
+                r#"[{"op": "load_audio"}, {"op": "fix_length"}]"#,
+                "spec: ops[1] (fix_length) field `size`: is required".to_owned(),
+            ),
+            (
+                r#"[{"op": "load_audio"}, {"op": "fix_length", "size": 0}]"#,
+                "spec: ops[1] (fix_length) field `size`: must be a positive integer, got 0".to_owned(),
+            ),
+            (
+                r#"[{"op": "load_audio"}, {"op": "fix_length", "size": 1.5}]"#,
+                "spec: ops[1] (fix_length) field `size`: must be a positive integer, got 1.5".to_owned(),
+            ),
+            (
+                r#"[{"op": "load_audio"}, {"op": "fix_length", "size": "16000"}]"#,
+                "spec: ops[1] (fix_length) field `size`: must be a positive integer, got \"16000\""
+                    .to_owned(),
+            ),
+            (
+                r#"[{"op": "load_audio"}, {"op": "fix_length", "size": 268435457}]"#,
+                "spec: ops[1] (fix_length) field `size`: must be at most 268435456, got 268435457".to_owned(),
+            ),
+            (
+                r#"[{"op": "load_audio"}, {"op": "fix_length", "size": 8, "mode": "edge"}]"#,
+                "spec: ops[1] (fix_length) field `mode`: unknown field".to_owned(),
+            ),
+            (
+                r#"[{"op": "load_audio"}, {"op": "stft"}, {"op": "fix_length", "size": 8}]"#,
+                format!("spec: ops[2] (fix_length): {place}"),
+            ),
+            (
+                r#"[{"op": "load_audio"}, {"op": "fix_length", "size": 8}, {"op": "fix_length", "size": 8}]"#,
+                format!("spec: ops[2] (fix_length): {place}"),
+            ),
+            (
+                r#"[{"op": "decode_image"}, {"op": "fix_length", "size": 8}]"#,
+                format!("spec: ops[1] (fix_length): {place}"),
+            ),
+            (
+                r#"[{"op": "fix_length", "size": 8}]"#,
+                "spec: ops[0] (fix_length): the first op must be `load_audio` or `decode_image`".to_owned(),
+            ),
+        ];
+        for (ops, expected) in cases {
+            assert_eq!(error(ops), expected, "{ops}");
         }
     }
 

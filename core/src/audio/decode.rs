@@ -609,5 +609,29 @@ mod tests {
         let spec =
             r#"{"ops": [{"op": "load_audio", "mono": false}, {"op": "stft", "n_fft": 8, "hop_length": 4}]}"#;
         assert_eq!(run(spec, &out).unwrap().shape, vec![3000, 5, 5]);
+        // Padding every channel to a long clip is refused before anything is allocated.
+        let spec = r#"{"ops": [{"op": "load_audio", "mono": false}, {"op": "fix_length", "size": 1000000}]}"#;
+        assert_eq!(
+            run(spec, &out).unwrap_err().to_string(),
+            "fix_length: 3000 channels of 1000000 samples exceed the limit of 1073741824 samples"
+        );
+        let spec = r#"{"ops": [{"op": "load_audio", "mono": false}, {"op": "fix_length", "size": 100}]}"#;
+        assert_eq!(run(spec, &out).unwrap().shape, vec![3000, 100]);
+    }
+
+    #[test]
+    fn fix_length_is_librosas() {
+        // librosa.util.fix_length([1, 2, 3], size=5) == [1, 2, 3, 0, 0]; size=2 == [1, 2].
+        let mut channels = vec![vec![1.0f32, 2.0, 3.0], vec![4.0, 5.0, 6.0]];
+        fix_length(&mut channels, 5).unwrap();
+        assert_eq!(
+            channels,
+            vec![vec![1.0, 2.0, 3.0, 0.0, 0.0], vec![4.0, 5.0, 6.0, 0.0, 0.0]]
+        );
+        fix_length(&mut channels, 2).unwrap();
+        assert_eq!(channels, vec![vec![1.0, 2.0], vec![4.0, 5.0]]);
+        let mut empty = vec![Vec::new()];
+        fix_length(&mut empty, 3).unwrap();
+        assert_eq!(empty, vec![vec![0.0; 3]]);
     }
 }

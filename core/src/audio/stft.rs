@@ -48,36 +48,9 @@ impl StftPlan {
         }
     }
 
-    /// Number of frames for a signal of `samples`, or librosa's error for an uncentred signal
-    /// shorter than the window. A spectrogram of more than [`MAX_TENSOR_ELEMENTS`] values
-    /// (frames x bins, per channel) is an error before anything is allocated.
+    /// Number of frames for a signal of `samples`: see [`frame_count`].
     pub fn n_frames(&self, samples: usize) -> Result<usize> {
-        let n_fft = self.params.n_fft;
-        if samples == 0 {
-            return Err(Error::input("stft", "the signal is empty"));
-        }
-        let padded = samples.saturating_add(2 * self.pad());
-        if padded < n_fft {
-            return Err(Error::input(
-                "stft",
-                format!(
-                    "n_fft={n_fft} is too large for {}analysis of a signal of length {samples}",
-                    if self.params.center { "" } else { "uncentered " }
-                ),
-            ));
-        }
-        let n_frames = 1 + (padded - n_fft) / self.params.hop_length;
-        match n_frames.checked_mul(self.n_freq()) {
-            Some(values) if values <= MAX_TENSOR_ELEMENTS => Ok(n_frames),
-            _ => Err(Error::input(
-                "stft",
-                format!(
-                    "{n_frames} frames x {} bins exceeds the limit of {MAX_TENSOR_ELEMENTS} values \
-                     (raise hop_length or lower n_fft)",
-                    self.n_freq()
-                ),
-            )),
-        }
+        frame_count(&self.params, samples)
     }
 
     /// The sample at position `index` of the padded signal.
@@ -134,6 +107,39 @@ impl StftPlan {
             }
         }
         Ok(())
+    }
+}
+
+/// Number of STFT frames for a signal of `samples` (the plan need not exist: [`crate::Spec::output`]
+/// uses it), or librosa's error for an empty signal or an uncentred one shorter than the window. A spectrogram of more than [`MAX_TENSOR_ELEMENTS`] values
+/// (frames x bins, per channel) is an error before anything is allocated.
+pub fn frame_count(params: &StftParams, samples: usize) -> Result<usize> {
+    let n_fft = params.n_fft;
+    let pad = if params.center { n_fft / 2 } else { 0 };
+    let n_freq = n_fft / 2 + 1;
+    if samples == 0 {
+        return Err(Error::input("stft", "the signal is empty"));
+    }
+    let padded = samples.saturating_add(2 * pad);
+    if padded < n_fft {
+        return Err(Error::input(
+            "stft",
+            format!(
+                "n_fft={n_fft} is too large for {}analysis of a signal of length {samples}",
+                if params.center { "" } else { "uncentered " }
+            ),
+        ));
+    }
+    let n_frames = 1 + (padded - n_fft) / params.hop_length;
+    match n_frames.checked_mul(n_freq) {
+        Some(values) if values <= MAX_TENSOR_ELEMENTS => Ok(n_frames),
+        _ => Err(Error::input(
+            "stft",
+            format!(
+                "{n_frames} frames x {n_freq} bins exceeds the limit of {MAX_TENSOR_ELEMENTS} values \
+                 (raise hop_length or lower n_fft)"
+            ),
+        )),
     }
 }
 
