@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use crate::backends::{cpu, gpu};
 use crate::compare::{close_f32, f32s, u8s};
+use crate::wav_formats::wav_bytes;
 
 /// xorshift64*: deterministic test data without a dependency.
 pub struct Rng(u64);
@@ -123,6 +124,34 @@ fn gpu_audio_matches_cpu_across_parameters() {
         let (atol, rtol) = if is_db { (0.05, 0.0) } else { (2e-5 * peak, 1e-4) };
         let worst = close_f32(&got_v, &want_v, atol, rtol).unwrap_or_else(|e| panic!("{spec}: {e}"));
         eprintln!("gpu vs cpu {:?}: max |diff| {worst:e} (peak {peak:e})", got.shape);
+    }
+}
+
+#[test]
+fn fix_length_gives_both_backends_the_shape_the_spec_promises() {
+    let spec = json!({"ops": [{"op": "load_audio"}, {"op": "fix_length", "size": 16_000},
+        {"op": "stft", "n_fft": 400, "hop_length": 160}, {"op": "magnitude", "power": 2.0},
+        {"op": "mel", "n_mels": 80}, {"op": "power_to_db"}]});
+    let spec = Spec::from_value(&spec).expect("spec");
+    let shape = spec.output().shape.expect("fix_length fixes the shape");
+    assert_eq!(shape, vec![80, 101]);
+    let pipeline = Pipeline::new(spec);
+    let mut rng = Rng::new(13);
+    // Shorter (padded), exact, longer (trimmed), and stereo (mixed to mono first).
+    for (channels, frames) in [(1, 3_000), (1, 16_000), (1, 40_000), (2, 20_000)] {
+        let planar = test_signal(&mut rng, channels, frames, 16_000.0);
+        let interleaved: Vec<f32> = (0..frames)
+            .flat_map(|i| (0..channels).map(move |c| (c, i)))
+            .map(|(c, i)| planar[c * frames + i])
+            .collect();
+        let wav = wav_bytes(0, channels as u16, 16_000, &interleaved);
+        let want = pipeline.run(cpu(), &wav).expect("cpu");
+        let got = pipeline.run(gpu(), &wav).expect("gpu");
+        assert_eq!(want.shape, shape, "cpu, {channels} x {frames}");
+        assert_eq!(got.shape, shape, "gpu, {channels} x {frames}");
+        let worst = close_f32(f32s(&got), f32s(&want), 0.05, 0.0)
+            .unwrap_or_else(|e| panic!("{channels} x {frames}: {e}"));
+        eprintln!("fix_length log-mel, {channels} x {frames}: gpu vs cpu max |diff| {worst:e} dB");
     }
 }
 

@@ -148,6 +148,36 @@ fn spec_errors_name_the_op_and_field() {
             json!({"ops": [{"op": "decode_image", "max_pixels": -1}]}),
             "ops[0] (decode_image) field `max_pixels`: must be a positive integer or null (no limit), got -1",
         ),
+        // fix_length: a positive, bounded size, directly after load_audio.
+        (
+            json!({"ops": [{"op": "load_audio"}, {"op": "fix_length"}]}),
+            "spec: ops[1] (fix_length) field `size`: is required",
+        ),
+        (
+            json!({"ops": [{"op": "load_audio"}, {"op": "fix_length", "size": 0}]}),
+            "spec: ops[1] (fix_length) field `size`: must be a positive integer, got 0",
+        ),
+        (
+            json!({"ops": [{"op": "load_audio"}, {"op": "fix_length", "size": 16000.5}]}),
+            "spec: ops[1] (fix_length) field `size`: must be a positive integer, got 16000.5",
+        ),
+        (
+            json!({"ops": [{"op": "load_audio"}, {"op": "fix_length", "size": -16000}]}),
+            "spec: ops[1] (fix_length) field `size`: must be a positive integer, got -16000",
+        ),
+        (
+            json!({"ops": [{"op": "load_audio"}, {"op": "fix_length", "size": u64::MAX}]}),
+            "spec: ops[1] (fix_length) field `size`: must be at most 268435456, got 18446744073709551615",
+        ),
+        (
+            json!({"ops": [{"op": "load_audio"}, {"op": "stft"}, {"op": "fix_length", "size": 16000}]}),
+            "spec: ops[2] (fix_length): must come directly after `load_audio`: it cuts or pads the decoded \
+             waveform before any other op",
+        ),
+        (
+            json!({"ops": [{"op": "decode_image"}, {"op": "fix_length", "size": 16000}]}),
+            "spec: ops[1] (fix_length): must come directly after `load_audio`",
+        ),
     ];
     for (spec, expected) in cases {
         let message = spec_error(spec.clone());
@@ -197,6 +227,13 @@ fn bad_inputs_give_clear_errors(backend: &dyn Backend) {
     assert!(message.contains("image file is truncated"), "{message}");
     assert!(run(backend, image.clone(), b"GIF89a....").contains("Gif is not supported (PNG and JPEG are)"));
     assert!(run(backend, image, b"hello, world").contains("not a PNG or JPEG file"));
+    // Padding thousands of declared channels is refused before anything is allocated.
+    let many =
+        json!({"ops": [{"op": "load_audio", "mono": false}, {"op": "fix_length", "size": 1u64 << 28}]});
+    assert_eq!(
+        run(backend, many, &wav_bytes(16, 8, 16_000, &[0.0; 8])),
+        "fix_length: 8 channels of 268435456 samples exceed the limit of 1073741824 samples"
+    );
 }
 
 for_each_backend!(bad_inputs_give_clear_errors);

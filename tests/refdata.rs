@@ -116,13 +116,24 @@ fn mel_op(p: &Value) -> Value {
     op
 }
 
-/// The spec that reproduces an audio case, or `None` for categories handled elsewhere.
+/// The spec that reproduces an audio case, or `None` for categories handled elsewhere. A case
+/// whose params have `fix_length` (librosa `util.fix_length(y, size=...)` right after loading)
+/// gets a `fix_length` op after `load_audio`.
 fn audio_spec(case: &Value) -> Option<Value> {
+    let mut spec = audio_ops(case)?;
+    if let Some(size) = param(case, "fix_length") {
+        let ops = spec["ops"].as_array_mut()?;
+        ops.insert(1, json!({"op": "fix_length", "size": size}));
+    }
+    Some(spec)
+}
+
+fn audio_ops(case: &Value) -> Option<Value> {
     let load = json!({"op": "load_audio", "mono": false});
     let p = &case["params"];
     let power = |default: f64| json!({"op": "magnitude", "power": p.get("power").and_then(Value::as_f64).unwrap_or(default)});
     Some(match case["category"].as_str()? {
-        "audio_decode" => json!({"ops": [load]}),
+        "audio_decode" | "audio_fix_length" => json!({"ops": [load]}),
         "stft_magnitude" => json!({"ops": [load, stft_op(p), power(1.0)]}),
         "stft_power" => json!({"ops": [load, stft_op(p), power(2.0)]}),
         "mel_spectrogram" if case["library"] == "torchaudio" => {
@@ -207,6 +218,14 @@ fn check_case(backend: &dyn Backend, set: &Set, case: &Value) -> Result<String, 
                 f32s(&reference).to_vec()
             };
             let max = close_f32(f32s(&got), &expected, 0.0, 0.0)?;
+            Ok(format!("max |diff| {max:e} (exact)"))
+        }
+        "audio_fix_length" => {
+            // librosa's array is already (channels, samples), as kiln's.
+            let got =
+                run_spec(backend, &audio_spec(case).unwrap(), &set.input(case)).map_err(|e| e.to_string())?;
+            expect_shape(&got, &shape)?;
+            let max = close_f32(f32s(&got), f32s(&reference), 0.0, 0.0)?;
             Ok(format!("max |diff| {max:e} (exact)"))
         }
         "audio_resample" => {

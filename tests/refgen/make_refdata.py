@@ -2,9 +2,9 @@
 """Generate a reference set in the format of ../shared/refdata (manifest.json, inputs/,
 outputs/) with librosa, soundfile and Pillow, over inputs and parameters that the shared public
 set does not cover: 8/24/32-bit and float WAVs, 3 channels, odd FFT sizes, Hamming windows,
-reflect padding, HTK and un-normalised mel, dB variants, MFCC, resampling, grayscale/RGB/RGBA
-PNG and grayscale JPEG, up- and down-scaling to many sizes (including Pillow 13's
-vertical-first case).
+reflect padding, HTK and un-normalised mel, dB variants, MFCC, resampling, fix_length (padding
+and trimming, alone and before a log-mel), grayscale/RGB/RGBA PNG and grayscale JPEG, up- and
+down-scaling to many sizes (including Pillow 13's vertical-first case).
 
     python make_refdata.py OUT_DIR [--seed N]
 
@@ -137,6 +137,31 @@ def audio_cases(b):
                 "tolerance": dict(TOL, rtol=1e-4, atol=float(1e-6 * fb.max()))})
 
 
+def fix_length_cases(b):
+    """librosa.util.fix_length on the last axis (soundfile's (frames, channels) transposed), padding
+    and trimming, alone and before a log-mel spectrogram: the spec op `fix_length`."""
+    exact = {"rule": "exact", "atol": 0.0, "rtol": 0.0}
+    for name, size in [("g_16k_mono_pcm16_300", 16000), ("g_22k_stereo_pcm24", 4000)]:
+        path = f"inputs/{name}.wav"
+        y32, _ = sf.read(b.out / path, dtype="float32")
+        fixed = librosa.util.fix_length(y32.T, size=size)
+        b.save(f"{name}_fix_length{size}", fixed,
+               {"category": "audio_fix_length", "input": path, "library": "librosa", "function": "librosa.util.fix_length",
+                "params": {"fix_length": size}, "tolerance": exact})
+    for name, sr, size in [("g_16k_mono_pcm16_300", 16000, 16000), ("g_48k_mono_float", 48000, 10000)]:
+        path = f"inputs/{name}.wav"
+        y32, _ = sf.read(b.out / path, dtype="float32")
+        y = librosa.util.fix_length(y32, size=size).astype(np.float64)
+        call = dict(sr=sr, n_fft=400, hop_length=160, win_length=400, window="hann", center=True, pad_mode="constant",
+                    power=2.0, n_mels=80, fmin=0.0, fmax=sr / 2, htk=False, norm="slaney")
+        D = librosa.power_to_db(librosa.feature.melspectrogram(y=y, **call))
+        b.save(f"{name}_fix_length{size}_logmel80", D.astype(np.float32),
+               {"category": "power_to_db", "input": path, "library": "librosa",
+                "function": "librosa.power_to_db(librosa.feature.melspectrogram(librosa.util.fix_length(y, size)))",
+                "params": {"ref": 1.0, "amin": 1e-10, "top_db": 80.0, "fix_length": size, "upstream": call},
+                "tolerance": {"rule": "elementwise |actual - ref| <= atol (dB)", "atol": 0.002, "rtol": 0.0}})
+
+
 def image_cases(b):
     images = []
     for name, mode, (w, h), fmt in [("g_png_l_77x45", "L", (77, 45), "PNG"), ("g_png_rgb_120x200", "RGB", (120, 200), "PNG"),
@@ -180,6 +205,7 @@ def main():
     args = parser.parse_args()
     b = Builder(args.out, args.seed)
     audio_cases(b)
+    fix_length_cases(b)
     image_cases(b)
     b.write_manifest()
     print(f"{len(b.cases)} cases written to {args.out}")
