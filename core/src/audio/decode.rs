@@ -28,7 +28,7 @@ pub struct Audio {
 pub fn decode_wav(bytes: &[u8]) -> Result<Audio> {
     // hound parses and checks the header (RIFF/WAVE tags, the `fmt ` chunk, a data length that
     // is whole frames); the samples are then converted in bulk from the data chunk's bytes,
-    // which is several times faster than hound's per-sample reader.
+    // about 100 times faster than hound's per-sample reader (`tests::decode_speed`).
     let reader = hound::WavReader::new(Cursor::new(bytes)).map_err(|e| Error::decode("WAV", e))?;
     let spec = reader.spec();
     let channel_count = usize::from(spec.channels);
@@ -75,9 +75,7 @@ pub fn decode_wav(bytes: &[u8]) -> Result<Audio> {
     }
     let channels = match format {
         None => vec![Vec::new(); channel_count],
-        Some(PcmFormat::U8) => deinterleave::<1>(data, channel_count, |[b]| {
-            f32::from((i16::from(b) - 128) as i8) / 128.0
-        }),
+        Some(PcmFormat::U8) => deinterleave::<1>(data, channel_count, |[b]| (f32::from(b) - 128.0) / 128.0),
         Some(PcmFormat::I16) => deinterleave::<2>(data, channel_count, |b| {
             f32::from(i16::from_le_bytes(b)) / 32768.0
         }),
@@ -85,7 +83,7 @@ pub fn decode_wav(bytes: &[u8]) -> Result<Audio> {
         Some(PcmFormat::I24) => deinterleave::<3>(data, channel_count, |[a, b, c]| {
             (i32::from_le_bytes([0, a, b, c]) >> 8) as f32 / 8_388_608.0
         }),
-        // The padding byte is ignored, as hound (and libsndfile) do.
+        // The high byte is padding, ignored as hound did.
         Some(PcmFormat::I24In32) => deinterleave::<4>(data, channel_count, |[a, b, c, _]| {
             (i32::from_le_bytes([0, a, b, c]) >> 8) as f32 / 8_388_608.0
         }),
