@@ -124,6 +124,10 @@ struct ConvertArgs {
     row_group_size: String,
     #[arg(long, default_value = "zstd", value_parser = ["zstd", "none"])]
     compression: String,
+    /// Parquet encoding of tensor values: auto (byte-stream-split for audio, dictionary for
+    /// float images, plain for uint8 images), plain, byte-stream-split or dictionary.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "plain", "byte-stream-split", "dictionary"])]
+    tensor_encoding: String,
     #[arg(long, value_enum, default_value = "skip")]
     on_error: OnErrorArg,
     #[arg(long, value_enum, default_value = "cpu")]
@@ -201,6 +205,7 @@ fn run_convert(args: ConvertArgs) -> Result<()> {
         row_group_rows: args.row_group_rows,
         row_group_bytes: parse_size("--row-group-size", &args.row_group_size)?,
         zstd: args.compression == "zstd",
+        tensor_encoding: args.tensor_encoding.parse()?,
         on_error: args.on_error.into(),
         backend,
         workers,

@@ -22,7 +22,7 @@ use crate::cache::{
 use crate::error::{Error, Result};
 use crate::fsio::write_atomic;
 use crate::items::{LabelRule, TableColumns};
-use crate::shards::Layout;
+use crate::shards::{Layout, TensorEncoding};
 use crate::transform::SpecFile;
 
 pub use plan::MAX_WORKERS;
@@ -52,11 +52,53 @@ pub struct ConvertOptions {
     pub row_group_rows: Option<usize>,
     pub row_group_bytes: u64,
     pub zstd: bool,
+    pub tensor_encoding: TensorEncoding,
     pub on_error: OnError,
     pub backend: kiln_gpu::AnyBackend,
     /// Parallel reads and transforms, 1..=[`MAX_WORKERS`].
     pub workers: usize,
     pub progress: bool,
+}
+
+impl ConvertOptions {
+    /// Options as `kiln convert` defaults them: labels from parent directories, tensors,
+    /// 64 MiB shards of 1 MiB row groups with zstd, skip bad items, CPU, one worker per core.
+    pub fn new(source: impl Into<String>, spec: SpecFile, cache: impl Into<PathBuf>) -> Self {
+        ConvertOptions {
+            source: source.into(),
+            table: None,
+            include: Vec::new(),
+            spec,
+            cache: cache.into(),
+            labels: LabelRule::ParentDir,
+            materialize: Materialize::Tensor,
+            shard_bytes: 64 << 20,
+            row_group_rows: None,
+            row_group_bytes: 1 << 20,
+            zstd: true,
+            tensor_encoding: TensorEncoding::Auto,
+            on_error: OnError::Skip,
+            backend: kiln_gpu::AnyBackend::Cpu(kiln_core::CpuBackend),
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            progress: true,
+        }
+    }
+
+    /// [`TensorEncoding::Auto`] made concrete for this spec (see [`TensorEncoding`] for the
+    /// measurements): audio features are continuous values; float images come from 8-bit
+    /// pixels (`resize` only takes uint8), so they hold few distinct values.
+    pub fn resolved_tensor_encoding(&self) -> TensorEncoding {
+        use kiln_core::spec::Op;
+        let ops = &self.spec.spec.ops;
+        match self.tensor_encoding {
+            TensorEncoding::Auto => match ops.first() {
+                Some(Op::LoadAudio(_)) => TensorEncoding::ByteStreamSplit,
+                _ if ops.iter().any(|op| matches!(op, Op::ToFloat)) => TensorEncoding::Dictionary,
+                _ => TensorEncoding::Plain,
+            },
+            chosen => chosen,
+        }
+    }
 }
 
 impl std::fmt::Debug for ConvertOptions {

@@ -2,7 +2,7 @@
 //! as shards. One bad item is a failure of that item alone, whatever it does (a decode error,
 //! a panic in a kernel); the job ends early only with `--on-error fail`.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -10,13 +10,15 @@ use bytes::Bytes;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use kiln_core::{Backend, Pipeline};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 
 use super::journal::{self, JournalRecord};
 use super::plan::Job;
 use super::{ConvertOptions, OnError};
 use crate::cache::{Failure, Materialize, ShardInfo};
 use crate::error::{Error, Result};
-use crate::shards::{Layout, Payload, Row, ShardOptions, ShardWriter};
+use crate::shards::{EncodedRowGroup, Layout, Payload, Row, ShardOptions, ShardWriter};
 
 /// What one pass wrote.
 #[derive(Debug, Default)]
@@ -86,14 +88,28 @@ fn contents(
 /// A transformed item and what the decoder warned about (Pillow's decompression-bomb warning).
 type Transformed = (Payload, Vec<kiln_core::Warning>);
 
-/// Transforms one item's bytes on a blocking thread; a panic is that item's failure.
+/// Limits CPU work (transforms and row-group encoding) to `workers` threads at a time, so
+/// `--workers` is the number of cores a conversion uses, whatever stage is busy.
+type CpuSlots = Arc<Semaphore>;
+
+/// Runs `work` on a blocking thread once a CPU slot is free.
+async fn on_cpu<T: Send + 'static>(
+    slots: &CpuSlots,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> std::result::Result<T, tokio::task::JoinError> {
+    let _slot = slots.clone().acquire_owned().await.expect("the slots are never closed");
+    tokio::task::spawn_blocking(work).await
+}
+
+/// Transforms one item's bytes on a CPU slot; a panic is that item's failure.
 async fn transform(
+    slots: CpuSlots,
     pipeline: Arc<Pipeline>,
     backend: kiln_gpu::AnyBackend,
     materialize: Materialize,
     bytes: Bytes,
 ) -> Result<Transformed, String> {
-    let work = tokio::task::spawn_blocking(move || -> Result<Transformed, kiln_core::Error> {
+    let work = on_cpu(&slots, move || -> Result<Transformed, kiln_core::Error> {
         Ok(match materialize {
             Materialize::Tensor => {
                 let (tensor, warnings) = pipeline.run_with_warnings(&backend as &dyn Backend, &bytes)?;
@@ -115,6 +131,76 @@ async fn transform(
     }
 }
 
+/// A shard being written: rows gather into row groups, each encoded on a CPU slot while the
+/// next fills, and appended to the file in order.
+struct OpenShard {
+    writer: ShardWriter,
+    row_group_rows: usize,
+    group: Vec<Row>,
+    encoding: VecDeque<JoinHandle<Result<EncodedRowGroup>>>,
+    /// Payload bytes of every row pushed, encoded or not.
+    payload_bytes: u64,
+}
+
+impl OpenShard {
+    /// Adds a row; a full row group goes to be encoded. At most `depth` row groups are
+    /// encoding at once (memory stays bounded by that many row groups).
+    async fn push(&mut self, row: Row, slots: &CpuSlots, depth: usize) -> Result<()> {
+        self.payload_bytes += row.payload_bytes() as u64;
+        self.group.push(row);
+        if self.group.len() >= self.row_group_rows {
+            self.encode_group(slots);
+            self.append_encoded(depth).await?;
+        }
+        Ok(())
+    }
+
+    fn encode_group(&mut self, slots: &CpuSlots) {
+        if self.group.is_empty() {
+            return;
+        }
+        let rows = std::mem::take(&mut self.group);
+        let encoder = self.writer.encoder();
+        let slots = slots.clone();
+        self.encoding.push_back(tokio::spawn(async move {
+            on_cpu(&slots, move || encoder.encode(&rows))
+                .await
+                .unwrap_or_else(|e| Err(join_error("encoding a row group", e)))
+        }));
+    }
+
+    /// Appends encoded row groups, oldest first, until at most `depth` are still encoding.
+    async fn append_encoded(&mut self, depth: usize) -> Result<()> {
+        while self.encoding.len() > depth {
+            let next = self.encoding.pop_front().expect("non-empty");
+            let encoded = next
+                .await
+                .unwrap_or_else(|e| Err(join_error("encoding a row group", e)))?;
+            self.writer.append(encoded)?;
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self, slots: &CpuSlots, end_item: u64) -> Result<ShardInfo> {
+        self.encode_group(slots);
+        self.append_encoded(0).await?;
+        let writer = self.writer;
+        tokio::task::spawn_blocking(move || writer.finish(end_item))
+            .await
+            .unwrap_or_else(|e| Err(join_error("finishing a shard", e)))
+    }
+}
+
+fn join_error(what: &'static str, e: tokio::task::JoinError) -> Error {
+    match e.try_into_panic() {
+        Ok(payload) => Error::panicked(what, payload),
+        Err(e) => Error::Panicked {
+            what,
+            message: format!("cancelled: {e}"),
+        },
+    }
+}
+
 /// Converts the items at `indices` into shards numbered from `first_shard`; with `journal`,
 /// each finished shard is recorded for resuming.
 pub(super) async fn write_items(
@@ -131,24 +217,35 @@ pub(super) async fn write_items(
         Layout::Tensor(info) => info.shape.clone(),
         Layout::Raw => None,
     };
+    let slots: CpuSlots = Arc::new(Semaphore::new(opts.workers));
     let results = contents(opts, job, indices)
         .map(|(index, bytes)| {
             let (pipeline, backend, materialize) = (pipeline.clone(), opts.backend.clone(), opts.materialize);
-            async move {
-                let payload = match bytes {
-                    Ok(bytes) => transform(pipeline, backend, materialize, bytes).await,
+            let slots = slots.clone();
+            // Spawned, so transforms go on while this task waits on the writer.
+            let task = tokio::spawn(async move {
+                match bytes {
+                    Ok(bytes) => transform(slots, pipeline, backend, materialize, bytes).await,
                     Err(e) => Err(match e {
                         Error::Fetch { message, .. } => format!("reading: {message}"),
                         other => other.to_string(),
                     }),
-                };
+                }
+            });
+            async move {
+                let payload = task.await.unwrap_or_else(|e| Err(format!("cancelled: {e}")));
                 (index, payload)
             }
         })
         .buffered(opts.workers * 2);
     futures::pin_mut!(results);
+    let shard_options = ShardOptions {
+        row_group_rows: 0,
+        zstd: opts.zstd,
+        tensor_encoding: opts.resolved_tensor_encoding(),
+    };
     let mut written = Written::default();
-    let mut writer: Option<ShardWriter> = None;
+    let mut shard: Option<OpenShard> = None;
     let mut failed_since_shard: Vec<Failure> = Vec::new();
     let mut last_item = 0;
     while let Some((index, payload)) = results.next().await {
@@ -191,41 +288,50 @@ pub(super) async fn write_items(
             label_index,
             payload,
         };
-        if writer.is_none() {
-            let rows_per_group = opts
+        if shard.is_none() {
+            let row_group_rows = opts
                 .row_group_rows
                 .unwrap_or_else(|| (opts.row_group_bytes as usize / row.payload_bytes().max(1)).max(1));
             let number = first_shard + written.shards.len();
             let file = entry.join(format!("part-{number:05}.parquet"));
             let options = ShardOptions {
-                row_group_rows: rows_per_group,
-                zstd: opts.zstd,
+                row_group_rows,
+                ..shard_options
             };
-            writer = Some(ShardWriter::create(&file, &job.layout, options, index)?);
+            shard = Some(OpenShard {
+                writer: ShardWriter::create(&file, &job.layout, options, index)?,
+                row_group_rows,
+                group: Vec::new(),
+                encoding: VecDeque::new(),
+                payload_bytes: 0,
+            });
         }
-        let w = writer.as_mut().expect("writer created above");
-        w.push(row)?;
+        let open = shard.as_mut().expect("shard opened above");
+        open.push(row, &slots, opts.workers).await?;
         written.rows += 1;
-        if w.payload_bytes >= opts.shard_bytes {
-            let shard = writer.take().expect("writer").finish(last_item)?;
+        if open.payload_bytes >= opts.shard_bytes {
+            let info = shard.take().expect("shard").finish(&slots, last_item).await?;
             if journal {
                 journal::append(
                     entry,
                     &JournalRecord {
-                        shard: Some(shard.clone()),
+                        shard: Some(info.clone()),
                         failed: failed_since_shard.clone(),
                         end_item: last_item,
                     },
                 )?;
             }
-            written.shards.push(shard);
+            written.shards.push(info);
             written.failed.append(&mut failed_since_shard);
             if journal {
                 crash_for_tests(written.shards.len());
             }
         }
     }
-    let shard = writer.take().map(|w| w.finish(last_item)).transpose()?;
+    let shard = match shard.take() {
+        Some(open) => Some(open.finish(&slots, last_item).await?),
+        None => None,
+    };
     if journal && (shard.is_some() || !failed_since_shard.is_empty()) {
         journal::append(
             entry,

@@ -17,7 +17,7 @@ use crate::cache::{DType, TensorInfo};
 pub use entry::{Block, EntryReader};
 pub use reader::ShardReader;
 pub use tensor_column::{TensorColumn, TensorValues};
-pub use writer::{to_batch, ShardOptions, ShardWriter};
+pub use writer::{to_batch, EncodedRowGroup, RowGroupEncoder, ShardOptions, ShardWriter, TensorEncoding};
 
 /// What a row carries besides its identity.
 #[derive(Debug, Clone)]
