@@ -97,7 +97,11 @@ async fn on_cpu<T: Send + 'static>(
     slots: &CpuSlots,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> std::result::Result<T, tokio::task::JoinError> {
-    let _slot = slots.clone().acquire_owned().await.expect("the slots are never closed");
+    let _slot = slots
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("the slots are never closed");
     tokio::task::spawn_blocking(work).await
 }
 

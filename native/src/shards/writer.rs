@@ -156,7 +156,10 @@ pub struct ShardOptions {
 
 /// The payload columns (`tensor`, `content`) as Parquet leaf paths start.
 fn is_payload_leaf(path: &ColumnPath) -> bool {
-    matches!(path.parts().first().map(String::as_str), Some("tensor" | "content"))
+    matches!(
+        path.parts().first().map(String::as_str),
+        Some("tensor" | "content")
+    )
 }
 
 fn writer_properties(
@@ -220,7 +223,9 @@ pub struct EncodedRowGroup {
 
 impl std::fmt::Debug for EncodedRowGroup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EncodedRowGroup").field("rows", &self.rows).finish()
+        f.debug_struct("EncodedRowGroup")
+            .field("rows", &self.rows)
+            .finish()
     }
 }
 
@@ -237,7 +242,9 @@ pub struct RowGroupEncoder {
 
 impl std::fmt::Debug for RowGroupEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RowGroupEncoder").field("index", &self.index).finish()
+        f.debug_struct("RowGroupEncoder")
+            .field("index", &self.index)
+            .finish()
     }
 }
 
@@ -256,7 +263,10 @@ impl RowGroupEncoder {
         for (field, column) in self.schema.fields().iter().zip(batch.columns()) {
             for leaf in compute_leaves(field, column).map_err(parquet_error)? {
                 let writer = leaves.next().ok_or_else(|| {
-                    Error::invalid("rows", format!("{} has more leaves than the schema", field.name()))
+                    Error::invalid(
+                        "rows",
+                        format!("{} has more leaves than the schema", field.name()),
+                    )
                 })?;
                 writer.write(&leaf).map_err(parquet_error)?;
             }
