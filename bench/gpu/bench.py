@@ -194,6 +194,9 @@ def pil_pipeline(path):
 
 
 def pool_warmup(_):
+    """Holds a worker long enough that every worker gets one task, so all have started and
+    imported numpy and Pillow before the timing begins."""
+    time.sleep(0.2)
     return os.getpid()
 
 
@@ -400,7 +403,7 @@ class Bench:
             x = torch.from_numpy(read_wav_batch(paths)).to(dev, non_blocking=True)
             return torch_log_mel(torch, x, window, fb).cpu()
 
-        one(files[: min(batch, 64)])  # warm-up: FFT plans, kernels
+        one(files[:batch])  # warm-up at the timed batch size: FFT plans, kernels
         started = time.perf_counter()
         frames = 0
         for paths in chunks(files, batch):
@@ -435,7 +438,7 @@ class Bench:
                 out.append(((x / 255.0 - mean) / std).cpu())
             return sum(o.shape[0] for o in out)
 
-        one(self.jpeg_files[:8])  # warm-up: nvjpeg handles, kernels
+        one(self.jpeg_files[:batch])  # warm-up at the timed batch size: nvjpeg, kernels
         started = time.perf_counter()
         done = sum(one(paths) for paths in chunks(self.jpeg_files, batch))
         seconds = time.perf_counter() - started
@@ -483,7 +486,7 @@ class Bench:
         else:
             ctx = multiprocessing.get_context("spawn")
             with ctx.Pool(procs) as pool:
-                pool.map(pool_warmup, range(procs * 4))  # workers started and importing done
+                pool.map(pool_warmup, range(procs), chunksize=1)
                 started = time.perf_counter()
                 done = len(pool.map(pil_pipeline, files, chunksize=4))
         seconds = time.perf_counter() - started
