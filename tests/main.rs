@@ -6,6 +6,7 @@ mod compare;
 mod conformance;
 mod errors;
 mod gpu_backend;
+mod gpu_batch;
 mod gpu_limits;
 mod refdata;
 mod shaders;

@@ -2,6 +2,7 @@
 //! tensors, and a recorder that queues dispatches into one command encoder.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use kiln_core::DType;
@@ -155,6 +156,23 @@ impl BufferPool {
     }
 }
 
+/// What a backend has sent to its device, counted for benchmarks and for tests that check a
+/// batch costs one upload, one submission and one readback.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub batches: AtomicU64,
+    pub items: AtomicU64,
+    pub uploads: AtomicU64,
+    pub submissions: AtomicU64,
+    pub readbacks: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
 /// Queues uploads and dispatches into one encoder; nothing runs until it is submitted. Every
 /// buffer and dispatch is checked against the device's limits before it is created, so input
 /// too large for the device is an error naming the limit (wgpu would report it as a validation
@@ -165,6 +183,7 @@ pub(crate) struct Recorder<'a> {
     limits: &'a wgpu::Limits,
     encoder: wgpu::CommandEncoder,
     pool: &'a BufferPool,
+    pub counters: &'a Counters,
     /// Pool buffers this call uses, returned when it is submitted.
     borrowed: Vec<wgpu::Buffer>,
 }
@@ -183,6 +202,7 @@ impl<'a> Recorder<'a> {
         queue: &'a wgpu::Queue,
         limits: &'a wgpu::Limits,
         pool: &'a BufferPool,
+        counters: &'a Counters,
     ) -> Self {
         let encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("kiln") });
         Recorder {
@@ -191,6 +211,7 @@ impl<'a> Recorder<'a> {
             limits,
             encoder,
             pool,
+            counters,
             borrowed: Vec::new(),
         }
     }
@@ -241,15 +262,6 @@ impl<'a> Recorder<'a> {
         let groups = groups(count, 256);
         let x = groups.min(self.max_groups());
         (x, groups.div_ceil(x), 1)
-    }
-
-    /// A pooled storage buffer holding `words`, written through the queue.
-    pub(crate) fn upload_words(&mut self, what: &str, words: &[u32]) -> Result<wgpu::Buffer> {
-        let buffer = self.storage(what, words.len())?;
-        if !words.is_empty() {
-            self.queue.write_buffer(&buffer, 0, bytemuck::cast_slice(words));
-        }
-        Ok(buffer)
     }
 
     /// A storage buffer holding `data` (at least 4 bytes, as bindings must not be empty).
@@ -339,6 +351,7 @@ impl<'a> Recorder<'a> {
     /// `keep`, which leaves it. Later users of a returned buffer are queued after this work.
     fn submit(self, keep: Option<&wgpu::Buffer>) {
         self.queue.submit([self.encoder.finish()]);
+        Counters::add(&self.counters.submissions, 1);
         self.pool
             .give_back(self.borrowed.into_iter().filter(|b| Some(b) != keep).collect());
     }
@@ -384,6 +397,7 @@ impl<'a> Recorder<'a> {
             mapped_at_creation: false,
         });
         self.encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
+        Counters::add(&self.counters.readbacks, 1);
         self.submit(None);
         let (sender, receiver) = futures_channel::oneshot::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {

@@ -43,7 +43,7 @@ use kiln_core::{DType, Plan, Step, Tensor, TensorData};
 pub use any::{AnyBackend, BackendChoice};
 use audio::AudioKernels;
 use image::ImageKernels;
-use kernel::{BufferPool, DeviceTensor, Recorder};
+use kernel::{BufferPool, Counters, DeviceTensor, Recorder};
 pub use quiet::quiet_vulkan_env;
 use resources::Resources;
 use scope::captured;
@@ -197,6 +197,22 @@ pub struct GpuBackend {
     image: ImageKernels,
     resources: Resources,
     pool: BufferPool,
+    counters: Counters,
+}
+
+/// What a [`GpuBackend`] has sent to its device since it was opened ([`GpuBackend::stats`]).
+/// A batch of any size costs one input upload, one submission and, unless it stays on the
+/// device, one readback.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GpuStats {
+    /// Plans run, each over a batch of one or more inputs.
+    pub batches: u64,
+    /// Inputs those batches held.
+    pub items: u64,
+    /// Input tensors copied to the device (one per batch).
+    pub uploads: u64,
+    pub submissions: u64,
+    pub readbacks: u64,
 }
 
 impl std::fmt::Debug for GpuBackend {
@@ -263,6 +279,7 @@ impl GpuBackend {
             image,
             resources: Resources::default(),
             pool: BufferPool::default(),
+            counters: Counters::default(),
         }
     }
 
@@ -286,6 +303,7 @@ impl GpuBackend {
             image,
             resources: Resources::default(),
             pool: BufferPool::default(),
+            counters: Counters::default(),
         })
     }
 
@@ -304,7 +322,26 @@ impl GpuBackend {
     }
 
     fn recorder(&self) -> Recorder<'_> {
-        Recorder::new(&self.device, &self.queue, &self.limits, &self.pool)
+        Recorder::new(
+            &self.device,
+            &self.queue,
+            &self.limits,
+            &self.pool,
+            &self.counters,
+        )
+    }
+
+    /// What this backend has sent to its device so far.
+    pub fn stats(&self) -> GpuStats {
+        let c = &self.counters;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        GpuStats {
+            batches: get(&c.batches),
+            items: get(&c.items),
+            uploads: get(&c.uploads),
+            submissions: get(&c.submissions),
+            readbacks: get(&c.readbacks),
+        }
     }
 
     /// Runs `work` inside error scopes (see [`scope::captured`]). After a device error the
@@ -318,26 +355,50 @@ impl GpuBackend {
         result
     }
 
-    /// Queues `tensor`'s elements into a pooled buffer (uint8 widened to one u32 each).
-    fn upload(&self, rec: &mut Recorder, tensor: &Tensor) -> Result<DeviceTensor> {
-        let buffer = match &tensor.data {
-            TensorData::U8(v) => {
-                // Sized before the widened copy is made, so an oversized image fails first.
-                let buffer = rec.storage("input tensor", v.len())?;
-                if !v.is_empty() {
-                    let words: Vec<u32> = v.iter().map(|&b| u32::from(b)).collect();
-                    rec.queue.write_buffer(&buffer, 0, bytemuck::cast_slice(&words));
-                }
-                buffer
-            }
-            TensorData::F32(v) | TensorData::C64(v) => {
-                rec.upload_words("input tensor", bytemuck::cast_slice(v))?
-            }
+    /// Queues the inputs' elements end to end into one pooled buffer (uint8 widened to one u32
+    /// each): the batch's single upload. The inputs must share shape and dtype.
+    fn upload(&self, rec: &mut Recorder, inputs: &[Tensor]) -> Result<DeviceTensor> {
+        let first = inputs
+            .first()
+            .ok_or_else(|| BackendError::Execution("an empty batch".into()))?;
+        if let Some(odd) = inputs
+            .iter()
+            .find(|t| t.shape != first.shape || t.dtype() != first.dtype())
+        {
+            return Err(BackendError::Execution(format!(
+                "a batch holds one shape: got a {:?} {} tensor beside {:?} {}",
+                odd.shape,
+                odd.dtype().name(),
+                first.shape,
+                first.dtype().name()
+            )));
+        }
+        let words_each = match &first.data {
+            TensorData::C64(v) | TensorData::F32(v) => v.len(),
+            TensorData::U8(v) => v.len(),
         };
+        let total = kernel::elements("input batch", &[words_each, inputs.len()])?;
+        // Sized before the host copy is made, so an oversized batch fails first.
+        let buffer = rec.storage("input tensor", total)?;
+        if total > 0 {
+            let mut words: Vec<u32> = Vec::with_capacity(total);
+            for t in inputs {
+                match &t.data {
+                    TensorData::U8(v) => words.extend(v.iter().map(|&b| u32::from(b))),
+                    TensorData::F32(v) | TensorData::C64(v) => {
+                        words.extend_from_slice(bytemuck::cast_slice(v))
+                    }
+                }
+            }
+            rec.queue.write_buffer(&buffer, 0, bytemuck::cast_slice(&words));
+        }
+        Counters::add(&self.counters.uploads, 1);
         Ok(DeviceTensor {
             buffer,
-            shape: tensor.shape.clone(),
-            dtype: tensor.dtype(),
+            shape: std::iter::once(inputs.len())
+                .chain(first.shape.iter().copied())
+                .collect(),
+            dtype: first.dtype(),
         })
     }
 
@@ -345,21 +406,46 @@ impl GpuBackend {
     /// through [`Backend::execute`]. Device errors (validation, out of memory) are captured and
     /// returned rather than sent to wgpu's default handler, which panics.
     pub async fn execute_async(&self, plan: &Plan, input: Tensor) -> Result<Tensor> {
+        let mut out = self.execute_batch_async(plan, vec![input]).await?;
+        Ok(out.pop().expect("one output per input"))
+    }
+
+    /// Runs one plan over a batch of same-shape inputs (one upload, one submission, one
+    /// readback) and splits the result back into one tensor per input, in order.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn execute_batch(&self, plan: &Plan, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        pollster::block_on(self.execute_batch_async(plan, inputs))
+    }
+
+    /// [`GpuBackend::execute_batch`] for async callers (the browser).
+    pub async fn execute_batch_async(&self, plan: &Plan, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        let count = inputs.len();
         let (readback, shape, dtype) = self
             .guarded("execute", || {
-                let (rec, t) = self.record(plan, input)?;
+                let (rec, t) = self.record(plan, &inputs)?;
                 let words = t.len() * if t.dtype == DType::C64 { 2 } else { 1 };
                 Ok((rec.readback(&t.buffer, words)?, t.shape, t.dtype))
             })
             .await?;
+        drop(inputs);
         let words = readback.wait(&self.device).await?;
-        Ok(tensor_from_words(shape, dtype, words))
+        let item_shape = shape[1..].to_vec();
+        let each = words.len() / count.max(1);
+        Ok(words
+            .chunks(each.max(1))
+            .take(count)
+            .map(|part| tensor_from_words(item_shape.clone(), dtype, part.to_vec()))
+            .collect())
     }
 
-    fn record<'a>(&'a self, plan: &Plan, input: Tensor) -> Result<(Recorder<'a>, DeviceTensor)> {
+    /// Records the plan over a batch; the result's shape is `(batch, ...)`.
+    fn record<'a>(&'a self, plan: &Plan, inputs: &[Tensor]) -> Result<(Recorder<'a>, DeviceTensor)> {
         let mut rec = self.recorder();
-        let mut t = self.upload(&mut rec, &input)?;
-        drop(input);
+        // Every kernel indexes the batch: audio kernels treat it as a leading axis like
+        // channels, image kernels as workgroup z.
+        let mut t = self.upload(&mut rec, inputs)?;
+        Counters::add(&self.counters.batches, 1);
+        Counters::add(&self.counters.items, inputs.len() as u64);
         for step in &plan.steps {
             t = match step {
                 Step::Stft(p) => self.audio.stft(&mut rec, &self.resources, p, t)?,
@@ -394,8 +480,22 @@ impl GpuBackend {
 
     /// [`GpuBackend::execute_resident`] for async callers (the browser).
     pub async fn execute_resident_async(&self, plan: &Plan, input: Tensor) -> Result<GpuTensor> {
+        let mut batch = self.execute_batch_resident_async(plan, vec![input]).await?;
+        batch.shape.remove(0);
+        Ok(batch)
+    }
+
+    /// Runs one plan over a batch of same-shape inputs and leaves the `(batch, ...)` result on
+    /// the device: one upload, one submission, no readback.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn execute_batch_resident(&self, plan: &Plan, inputs: Vec<Tensor>) -> Result<GpuTensor> {
+        pollster::block_on(self.execute_batch_resident_async(plan, inputs))
+    }
+
+    /// [`GpuBackend::execute_batch_resident`] for async callers (the browser).
+    pub async fn execute_batch_resident_async(&self, plan: &Plan, inputs: Vec<Tensor>) -> Result<GpuTensor> {
         self.guarded("execute_resident", || {
-            let (rec, t) = self.record(plan, input)?;
+            let (rec, t) = self.record(plan, &inputs)?;
             rec.finish_resident(&t.buffer);
             Ok(t.into())
         })
@@ -413,8 +513,9 @@ impl GpuBackend {
     pub async fn upload_tensor_async(&self, tensor: &Tensor) -> Result<GpuTensor> {
         self.guarded("upload_tensor", || {
             let mut rec = self.recorder();
-            let t = self.upload(&mut rec, tensor)?;
+            let mut t = self.upload(&mut rec, std::slice::from_ref(tensor))?;
             rec.finish_resident(&t.buffer);
+            t.shape.remove(0);
             Ok(t.into())
         })
         .await

@@ -68,7 +68,24 @@ fn pixel_params(
         top: field(op, "top", top)?,
         left: field(op, "left", left)?,
         chw: u32::from(chw),
+        ..Default::default()
     })
+}
+
+/// A device tensor's images: `(batch, per-image shape)`. Image tensors on the device always
+/// carry the batch axis first (1 for a single image).
+fn batched(op: &'static str, t: &DeviceTensor) -> Result<(usize, Vec<usize>)> {
+    match t.shape.split_first() {
+        Some((&batch, image)) if batch > 0 => Ok((batch, image.to_vec())),
+        _ => Err(BackendError::Kernel(kiln_core::Error::Input {
+            op,
+            reason: format!("expects a batch of images, got shape {:?}", t.shape),
+        })),
+    }
+}
+
+fn with_batch(batch: usize, image: Vec<usize>) -> Vec<usize> {
+    std::iter::once(batch).chain(image).collect()
 }
 
 /// Values in an image of `dims` (checked: crop and layout dims come from the spec).
@@ -104,7 +121,8 @@ impl ImageKernels {
         }
     }
 
-    /// Runs one per-pixel kernel over `count` outputs into a new buffer.
+    /// Runs one per-pixel kernel over `count` outputs per image, for `batch` images whose
+    /// inputs are `src_stride` values apart, into a new buffer.
     #[allow(clippy::too_many_arguments)]
     fn per_pixel(
         &self,
@@ -115,9 +133,15 @@ impl ImageKernels {
         src: &wgpu::Buffer,
         table: Option<&wgpu::Buffer>,
         count: usize,
+        src_stride: usize,
+        batch: usize,
     ) -> Result<wgpu::Buffer> {
-        let out = rec.storage(op, count)?;
-        let params = rec.uniform(params);
+        let out = rec.storage(op, elements(op, &[count, batch])?)?;
+        let params = rec.uniform(&params::Pixels {
+            src_stride: field(op, "src_stride", src_stride)?,
+            dst_stride: field(op, "dst_stride", count)?,
+            ..*params
+        });
         let dummy;
         let table = match table {
             Some(t) => t,
@@ -126,7 +150,8 @@ impl ImageKernels {
                 &dummy
             }
         };
-        rec.dispatch(op, kernel, &[&params, src, &out, table], rec.flat_groups(count))?;
+        let (x, y, _) = rec.flat_groups(count);
+        rec.dispatch(op, kernel, &[&params, src, &out, table], (x, y, batch))?;
         Ok(out)
     }
 
@@ -139,10 +164,13 @@ impl ImageKernels {
     ) -> Result<DeviceTensor> {
         const OP: &str = "resize";
         let c = plan.channels;
+        let (batch, image) = batched(OP, &input)?;
         let mut shape = vec![plan.out_height, plan.out_width];
-        if input.shape.len() == 3 {
+        if image.len() == 3 {
             shape.push(c);
         }
+        let shape = with_batch(batch, shape);
+        let in_stride = elements(OP, &[plan.in_height, plan.in_width, c])?;
         let tables = resources.get(plan, || match &plan.kind {
             ResizeKind::Copy => Ok(ResizeTables {
                 horizontal: None,
@@ -185,10 +213,14 @@ impl ImageKernels {
                     &input.buffer,
                     tables.nearest.as_ref(),
                     count,
+                    in_stride,
+                    batch,
                 )?
             }
             ResizeKind::Convolution { .. } => {
                 let mut img = input.buffer;
+                // Values per image of what `img` holds now.
+                let mut stride = in_stride;
                 for pass in plan.passes() {
                     img = match pass {
                         ResizePass::Premultiply | ResizePass::Unpremultiply => {
@@ -203,7 +235,11 @@ impl ImageKernels {
                                 (&self.unpremultiply, out)
                             };
                             let params = pixel_params(OP, &dims, 0, 0, 0, 0, false)?;
-                            self.per_pixel(rec, OP, kernel, &params, &img, None, pixels(OP, &dims)?)?
+                            let count = pixels(OP, &dims)?;
+                            let out =
+                                self.per_pixel(rec, OP, kernel, &params, &img, None, count, stride, batch)?;
+                            stride = count;
+                            out
                         }
                         ResizePass::Horizontal {
                             coeffs,
@@ -215,7 +251,7 @@ impl ImageKernels {
                                 .as_ref()
                                 .ok_or_else(|| missing(OP, "horizontal coefficients"))?;
                             let count = elements(OP, &[rows, coeffs.out_size, c])?;
-                            let out = rec.storage("resize output", count)?;
+                            let out = rec.storage("resize output", elements(OP, &[count, batch])?)?;
                             let params = rec.uniform(&params::Resize {
                                 in_width: field(OP, "in_width", coeffs.in_size)?,
                                 out_width: field(OP, "out_width", coeffs.out_size)?,
@@ -223,8 +259,9 @@ impl ImageKernels {
                                 channels: field(OP, "channels", c)?,
                                 taps: t.taps,
                                 row_offset: field(OP, "row_offset", row_offset)?,
-                                out_rows: 0,
-                                _pad: 0,
+                                src_stride: field(OP, "src_stride", stride)?,
+                                dst_stride: field(OP, "dst_stride", count)?,
+                                ..Default::default()
                             });
                             rec.dispatch(
                                 OP,
@@ -233,9 +270,10 @@ impl ImageKernels {
                                 (
                                     groups(elements(OP, &[coeffs.out_size, c])?, 64),
                                     groups(rows, 4),
-                                    1,
+                                    batch,
                                 ),
                             )?;
+                            stride = count;
                             out
                         }
                         ResizePass::Vertical { coeffs, width } => {
@@ -244,16 +282,16 @@ impl ImageKernels {
                                 .as_ref()
                                 .ok_or_else(|| missing(OP, "vertical coefficients"))?;
                             let count = elements(OP, &[coeffs.out_size, width, c])?;
-                            let out = rec.storage("resize output", count)?;
+                            let out = rec.storage("resize output", elements(OP, &[count, batch])?)?;
                             let params = rec.uniform(&params::Resize {
                                 in_width: field(OP, "width", width)?,
                                 out_width: field(OP, "width", width)?,
-                                rows: 0,
                                 channels: field(OP, "channels", c)?,
                                 taps: t.taps,
-                                row_offset: 0,
                                 out_rows: field(OP, "out_rows", coeffs.out_size)?,
-                                _pad: 0,
+                                src_stride: field(OP, "src_stride", stride)?,
+                                dst_stride: field(OP, "dst_stride", count)?,
+                                ..Default::default()
                             });
                             rec.dispatch(
                                 OP,
@@ -262,9 +300,10 @@ impl ImageKernels {
                                 (
                                     groups(elements(OP, &[width, c])?, 64),
                                     groups(coeffs.out_size, 4),
-                                    1,
+                                    batch,
                                 ),
                             )?;
+                            stride = count;
                             out
                         }
                     };
@@ -289,6 +328,7 @@ impl ImageKernels {
         input: DeviceTensor,
     ) -> Result<DeviceTensor> {
         const OP: &str = "center_crop";
+        let (batch, _) = batched(OP, &input)?;
         let params = pixel_params(
             OP,
             input_dims,
@@ -306,16 +346,19 @@ impl ImageKernels {
             &input.buffer,
             None,
             pixels(OP, output)?,
+            pixels(OP, input_dims)?,
+            batch,
         )?;
         Ok(DeviceTensor {
             buffer,
-            shape: output.shape(),
+            shape: with_batch(batch, output.shape()),
             dtype: input.dtype,
         })
     }
 
     pub(crate) fn to_float(&self, rec: &mut Recorder, input: DeviceTensor) -> Result<DeviceTensor> {
-        let count = input.len();
+        let (batch, image) = batched("to_float", &input)?;
+        let count = elements("to_float", &image)?;
         let dims = ImageDims {
             height: 1,
             width: count,
@@ -332,6 +375,8 @@ impl ImageKernels {
             &input.buffer,
             None,
             count,
+            count,
+            batch,
         )?;
         Ok(DeviceTensor {
             buffer,
@@ -348,6 +393,7 @@ impl ImageKernels {
         std: &[f32],
         input: DeviceTensor,
     ) -> Result<DeviceTensor> {
+        let (batch, _) = batched("normalize", &input)?;
         let table: Vec<u32> = mean.iter().chain(std).map(|v| v.to_bits()).collect();
         let table = rec.upload("normalize", bytemuck::cast_slice(&table))?;
         let params = pixel_params("normalize", dims, 0, 0, 0, 0, dims.chw)?;
@@ -359,6 +405,8 @@ impl ImageKernels {
             &input.buffer,
             Some(&table),
             pixels("normalize", dims)?,
+            pixels("normalize", dims)?,
+            batch,
         )?;
         Ok(DeviceTensor {
             buffer,
@@ -374,10 +422,11 @@ impl ImageKernels {
         output: &ImageDims,
         input: DeviceTensor,
     ) -> Result<DeviceTensor> {
+        let (batch, _) = batched("layout", &input)?;
         if input_dims.chw == output.chw {
             return Ok(DeviceTensor {
                 buffer: input.buffer,
-                shape: output.shape(),
+                shape: with_batch(batch, output.shape()),
                 dtype: input.dtype,
             });
         }
@@ -390,10 +439,12 @@ impl ImageKernels {
             &input.buffer,
             None,
             pixels("layout", output)?,
+            pixels("layout", input_dims)?,
+            batch,
         )?;
         Ok(DeviceTensor {
             buffer,
-            shape: output.shape(),
+            shape: with_batch(batch, output.shape()),
             dtype: input.dtype,
         })
     }

@@ -12,7 +12,11 @@ uniform! {
         taps: u32,
         row_offset: u32,
         out_rows: u32,
-        _pad: u32,
+        src_stride: u32,
+        dst_stride: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
     }
 }
 
@@ -28,5 +32,9 @@ uniform! {
         top: i32,
         left: i32,
         chw: u32,
+        src_stride: u32,
+        dst_stride: u32,
+        _pad0: u32,
+        _pad1: u32,
     }
 }

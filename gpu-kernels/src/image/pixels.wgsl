@@ -1,6 +1,8 @@
 // Per-pixel image kernels: Pillow's premultiplied alpha, NEAREST gathers, torchvision's centre
 // crop, ToTensor scaling, Normalize and HWC <-> CHW. Values are one u32 per element (uint8
-// images) or f32 bits; crop and layout move bits and so serve both.
+// images) or f32 bits; crop and layout move bits and so serve both. A batch of same-size
+// images runs in one dispatch: workgroup z is the image, `src_stride`/`dst_stride` the values
+// per input and output image.
 
 struct Params {
     height: u32,
@@ -11,6 +13,10 @@ struct Params {
     top: i32,
     left: i32,
     chw: u32,
+    src_stride: u32,
+    dst_stride: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -23,6 +29,15 @@ fn flat_index(id: vec3<u32>, groups: vec3<u32>) -> u32 {
     return id.x + id.y * groups.x * 256u;
 }
 
+// Where image `id.z` of the batch starts in the source and destination.
+fn src_base(id: vec3<u32>) -> u32 {
+    return id.z * params.src_stride;
+}
+
+fn dst_base(id: vec3<u32>) -> u32 {
+    return id.z * params.dst_stride;
+}
+
 fn pixel_count() -> u32 {
     return params.height * params.width;
 }
@@ -30,38 +45,44 @@ fn pixel_count() -> u32 {
 @compute @workgroup_size(256)
 fn premultiply(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let p = flat_index(id, groups);
+    let s = src_base(id);
+    let d = dst_base(id);
     if (p >= pixel_count()) {
         return;
     }
-    let a = src[p * 4u + 3u];
+    let a = src[s + p * 4u + 3u];
     for (var ch = 0u; ch < 3u; ch = ch + 1u) {
-        let t = src[p * 4u + ch] * a + 128u;
-        dst[p * 4u + ch] = ((t >> 8u) + t) >> 8u;
+        let t = src[s + p * 4u + ch] * a + 128u;
+        dst[d + p * 4u + ch] = ((t >> 8u) + t) >> 8u;
     }
-    dst[p * 4u + 3u] = a;
+    dst[d + p * 4u + 3u] = a;
 }
 
 @compute @workgroup_size(256)
 fn unpremultiply(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let p = flat_index(id, groups);
+    let s = src_base(id);
+    let d = dst_base(id);
     if (p >= pixel_count()) {
         return;
     }
-    let a = src[p * 4u + 3u];
+    let a = src[s + p * 4u + 3u];
     for (var ch = 0u; ch < 3u; ch = ch + 1u) {
-        let c = src[p * 4u + ch];
+        let c = src[s + p * 4u + ch];
         var v = c;
         if (a != 0u && a != 255u) {
             v = min(255u, (255u * c) / a);
         }
-        dst[p * 4u + ch] = v;
+        dst[d + p * 4u + ch] = v;
     }
-    dst[p * 4u + 3u] = a;
+    dst[d + p * 4u + 3u] = a;
 }
 
 @compute @workgroup_size(256)
 fn nearest(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_index(id, groups);
+    let s = src_base(id);
+    let d = dst_base(id);
     let c = params.channels;
     if (i >= params.out_height * params.out_width * c) {
         return;
@@ -71,12 +92,14 @@ fn nearest(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups
     let y = i / (c * params.out_width);
     let sy = table[y];
     let sx = table[params.out_height + x];
-    dst[i] = src[(sy * params.width + sx) * c + ch];
+    dst[d + i] = src[s + (sy * params.width + sx) * c + ch];
 }
 
 @compute @workgroup_size(256)
 fn center_crop(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_index(id, groups);
+    let s = src_base(id);
+    let d = dst_base(id);
     let c = params.channels;
     let oh = params.out_height;
     let ow = params.out_width;
@@ -100,26 +123,30 @@ fn center_crop(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgr
     var v = 0u;
     if (sy >= 0 && sy < i32(params.height) && sx >= 0 && sx < i32(params.width)) {
         if (params.chw == 1u) {
-            v = src[(ch * params.height + u32(sy)) * params.width + u32(sx)];
+            v = src[s + (ch * params.height + u32(sy)) * params.width + u32(sx)];
         } else {
-            v = src[(u32(sy) * params.width + u32(sx)) * c + ch];
+            v = src[s + (u32(sy) * params.width + u32(sx)) * c + ch];
         }
     }
-    dst[i] = v;
+    dst[d + i] = v;
 }
 
 @compute @workgroup_size(256)
 fn to_float(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_index(id, groups);
+    let s = src_base(id);
+    let d = dst_base(id);
     if (i >= pixel_count() * params.channels) {
         return;
     }
-    dst[i] = bitcast<u32>(f32(src[i]) / 255.0);
+    dst[d + i] = bitcast<u32>(f32(src[s + i]) / 255.0);
 }
 
 @compute @workgroup_size(256)
 fn normalize(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_index(id, groups);
+    let s = src_base(id);
+    let d = dst_base(id);
     let c = params.channels;
     if (i >= pixel_count() * c) {
         return;
@@ -130,13 +157,15 @@ fn normalize(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgrou
     }
     let mean = bitcast<f32>(table[ch]);
     let deviation = bitcast<f32>(table[c + ch]);
-    dst[i] = bitcast<u32>((bitcast<f32>(src[i]) - mean) / deviation);
+    dst[d + i] = bitcast<u32>((bitcast<f32>(src[s + i]) - mean) / deviation);
 }
 
 // HWC -> CHW when `chw` is 1, CHW -> HWC otherwise; one invocation per destination element.
 @compute @workgroup_size(256)
 fn relayout(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_index(id, groups);
+    let s = src_base(id);
+    let d = dst_base(id);
     let c = params.channels;
     let plane = pixel_count();
     if (i >= plane * c) {
@@ -145,10 +174,10 @@ fn relayout(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroup
     if (params.chw == 1u) {
         let ch = i / plane;
         let p = i % plane;
-        dst[i] = src[p * c + ch];
+        dst[d + i] = src[s + p * c + ch];
     } else {
         let ch = i % c;
         let p = i / c;
-        dst[i] = src[ch * plane + p];
+        dst[d + i] = src[s + ch * plane + p];
     }
 }
