@@ -121,10 +121,22 @@ fn audio_batches_equal_batches_of_one_and_stay_on_the_device_when_asked() {
             })
             .unwrap();
         let shape: Vec<usize> = channels.into_iter().chain([3000]).collect();
+        // Loudness 60 dB apart and a silent half: power_to_db's peak and top_db clip are per
+        // item, so a batch must not share them.
         let clips: Vec<Tensor> = (0..4)
-            .map(|_| {
-                let n = shape.iter().product();
-                Tensor::f32(shape.clone(), (0..n).map(|_| rng.unit() * 2.0 - 1.0).collect())
+            .map(|i| {
+                let n: usize = shape.iter().product();
+                let gain = 10f32.powi(-3 * i);
+                let values = (0..n)
+                    .map(|j| {
+                        if j % 3000 < 1500 {
+                            (rng.unit() * 2.0 - 1.0) * gain
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                Tensor::f32(shape.clone(), values)
             })
             .collect();
         let singles: Vec<Tensor> = clips

@@ -80,3 +80,71 @@ pub fn transform_file(
             source,
         })
 }
+
+/// Runs decoded inputs through `pipeline` on the GPU in batches: inputs of one kind and shape
+/// (same plan) go as one batch, in one upload, submission and readback. The results come back
+/// in input order. When a batch fails on the device, its items run alone, so the failure
+/// stays with the item that caused it rather than spoiling its neighbours.
+pub fn run_decoded_on_gpu(
+    pipeline: &Pipeline,
+    gpu: &kiln_gpu::GpuBackend,
+    decoded: Vec<kiln_core::Decoded>,
+) -> Vec<Result<Tensor, kiln_core::Error>> {
+    let mut results: Vec<Option<Result<Tensor, kiln_core::Error>>> = Vec::new();
+    results.resize_with(decoded.len(), || None);
+    for (key, members) in same_shape_groups(decoded) {
+        let (positions, inputs): (Vec<usize>, Vec<Tensor>) = members.into_iter().unzip();
+        let outputs: Vec<Result<Tensor, kiln_core::Error>> = match pipeline.plan(key) {
+            Ok(plan) => match gpu.execute_batch(&plan, inputs.clone()) {
+                Ok(outputs) => outputs.into_iter().map(Ok).collect(),
+                Err(_) => inputs
+                    .into_iter()
+                    .map(|t| {
+                        gpu.execute_batch(&plan, vec![t])
+                            .map(|mut one| one.remove(0))
+                            .map_err(Into::into)
+                    })
+                    .collect(),
+            },
+            // Plans are deterministic: every member gets the same error.
+            Err(first) => std::iter::once(Err(first))
+                .chain(positions[1..].iter().map(|_| {
+                    Err(pipeline
+                        .plan(key)
+                        .err()
+                        .unwrap_or_else(|| kiln_core::Error::Input {
+                            op: "pipeline",
+                            reason: "no plan for this input".into(),
+                        }))
+                }))
+                .collect(),
+        };
+        for (position, output) in positions.into_iter().zip(outputs) {
+            results[position] = Some(output);
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.expect("every input is in one group"))
+        .collect()
+}
+
+/// Decoded inputs grouped by plan and shape (first appearance first), each with its position.
+pub fn same_shape_groups(
+    decoded: Vec<kiln_core::Decoded>,
+) -> Vec<(kiln_core::PlanKey, Vec<(usize, Tensor)>)> {
+    let mut groups: Vec<(kiln_core::PlanKey, Vec<usize>, Vec<(usize, Tensor)>)> = Vec::new();
+    for (position, d) in decoded.into_iter().enumerate() {
+        match groups
+            .iter_mut()
+            .find(|(key, shape, _)| *key == d.key && *shape == d.tensor.shape)
+        {
+            Some(group) => group.2.push((position, d.tensor)),
+            None => groups.push((d.key, d.tensor.shape.clone(), vec![(position, d.tensor)])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(key, _, members)| (key, members))
+        .collect()
+}

@@ -1,5 +1,7 @@
-// power_to_db in two passes: the maximum over the whole array (non-negative floats order like
-// their bit patterns, so an atomic u32 max works), then the per-element conversion and clip.
+// power_to_db in two passes: the maximum over each item's whole array (non-negative floats
+// order like their bit patterns, so an atomic u32 max works), then the per-element conversion
+// and clip. Workgroup z is the item of a batch: each has its own `count` values and its own
+// peak, as librosa computes one per call.
 
 struct Params {
     count: u32,
@@ -14,7 +16,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read_write> values: array<f32>;
-@group(0) @binding(2) var<storage, read_write> peak_bits: atomic<u32>;
+@group(0) @binding(2) var<storage, read_write> peak_bits: array<atomic<u32>>;
 
 var<workgroup> partial: array<f32, 256>;
 
@@ -33,7 +35,7 @@ fn max_reduce(
     let i = flat_index(id, groups);
     var v = 0.0;
     if (i < params.count) {
-        v = max(values[i], 0.0);
+        v = max(values[id.z * params.count + i], 0.0);
     }
     partial[local] = v;
     workgroupBarrier();
@@ -44,7 +46,7 @@ fn max_reduce(
         workgroupBarrier();
     }
     if (local == 0u) {
-        atomicMax(&peak_bits, bitcast<u32>(partial[0]));
+        atomicMax(&peak_bits[id.z], bitcast<u32>(partial[0]));
     }
 }
 
@@ -54,15 +56,16 @@ fn to_db(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) 
     if (i >= params.count) {
         return;
     }
-    let peak = bitcast<f32>(atomicLoad(&peak_bits));
+    let peak = bitcast<f32>(atomicLoad(&peak_bits[id.z]));
+    let at = id.z * params.count + i;
     var ref_db = params.ref_db;
     if (params.ref_is_max == 1u) {
         ref_db = DB_PER_LOG2 * log2(max(peak, params.amin));
     }
-    var db = DB_PER_LOG2 * log2(max(values[i], params.amin)) - ref_db;
+    var db = DB_PER_LOG2 * log2(max(values[at], params.amin)) - ref_db;
     if (params.clip_top == 1u) {
         let floor_db = DB_PER_LOG2 * log2(max(peak, params.amin)) - ref_db - params.top_db;
         db = max(db, floor_db);
     }
-    values[i] = db;
+    values[at] = db;
 }

@@ -275,7 +275,9 @@ impl AudioKernels {
         db: &DbParams,
         values: DeviceTensor,
     ) -> Result<DeviceTensor> {
-        let count = values.len();
+        // One peak per item of the batch (the leading axis), as librosa takes one per array.
+        let batch = values.shape.first().copied().unwrap_or(1).max(1);
+        let count = values.len() / batch;
         let params = rec.uniform(&params::Db {
             count: field("power_to_db", "count", count)?,
             ref_is_max: u32::from(db.reference == DbRef::Max),
@@ -286,8 +288,9 @@ impl AudioKernels {
             top_db: db.top_db.unwrap_or(0.0) as f32,
             _pad2: 0.0,
         });
-        let peak = rec.upload("power_to_db peak", &[0u8; 4])?;
-        let grid = rec.flat_groups(count);
+        let peak = rec.upload("power_to_db peaks", &vec![0u8; 4 * batch])?;
+        let (x, y, _) = rec.flat_groups(count);
+        let grid = (x, y, batch);
         rec.dispatch(
             "power_to_db",
             &self.max_reduce,

@@ -132,6 +132,9 @@ struct ConvertArgs {
     on_error: OnErrorArg,
     #[arg(long, value_enum, default_value = "cpu")]
     backend: BackendArg,
+    /// Items per device batch with `--backend gpu` (same-shape items run as one batch).
+    #[arg(long, default_value_t = kiln::convert::DEFAULT_GPU_BATCH)]
+    gpu_batch: usize,
     /// Parallel file reads and transforms (default: cores).
     #[arg(long)]
     workers: Option<usize>,
@@ -209,6 +212,7 @@ fn run_convert(args: ConvertArgs) -> Result<()> {
         on_error: args.on_error.into(),
         backend,
         workers,
+        gpu_batch: args.gpu_batch,
         // Bars draw on stderr only when it is a terminal, so they never mix with --json output.
         progress: true,
     };

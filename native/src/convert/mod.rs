@@ -25,7 +25,7 @@ use crate::items::{LabelRule, TableColumns};
 use crate::shards::{Layout, TensorEncoding};
 use crate::transform::SpecFile;
 
-pub use plan::MAX_WORKERS;
+pub use plan::{DEFAULT_GPU_BATCH, MAX_GPU_BATCH, MAX_WORKERS};
 
 /// What to do with an item that cannot be read or transformed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +57,8 @@ pub struct ConvertOptions {
     pub backend: kiln_gpu::AnyBackend,
     /// Parallel reads and transforms, 1..=[`MAX_WORKERS`].
     pub workers: usize,
+    /// Items per device batch with the GPU backend, 1..=[`MAX_GPU_BATCH`].
+    pub gpu_batch: usize,
     pub progress: bool,
 }
 
@@ -80,6 +82,7 @@ impl ConvertOptions {
             on_error: OnError::Skip,
             backend: kiln_gpu::AnyBackend::Cpu(kiln_core::CpuBackend),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            gpu_batch: DEFAULT_GPU_BATCH,
             progress: true,
         }
     }
@@ -124,6 +127,32 @@ pub struct ConvertReport {
     /// Listing position the run started from (non-zero when it resumed an interrupted run).
     pub resumed_from: u64,
     pub seconds: f64,
+    /// What this run sent to the GPU (absent on the CPU backend).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<GpuActivity>,
+}
+
+/// Device work of one run: a batch costs one upload, one submission and one readback.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct GpuActivity {
+    pub batches: u64,
+    pub items: u64,
+    pub uploads: u64,
+    pub submissions: u64,
+    pub readbacks: u64,
+}
+
+impl GpuActivity {
+    /// The work between two readings of a backend's counters.
+    pub fn between(before: kiln_gpu::GpuStats, after: kiln_gpu::GpuStats) -> Self {
+        GpuActivity {
+            batches: after.batches - before.batches,
+            items: after.items - before.items,
+            uploads: after.uploads - before.uploads,
+            submissions: after.submissions - before.submissions,
+            readbacks: after.readbacks - before.readbacks,
+        }
+    }
 }
 
 /// Converts (or finds in the cache) the source described by `opts`.
@@ -145,6 +174,7 @@ async fn convert_async(opts: &ConvertOptions) -> Result<ConvertReport> {
     };
     let job = Arc::new(plan::plan(opts, layout).await?);
     let entry = opts.cache.join(&job.key);
+    let gpu_before = opts.backend.gpu().map(|g| g.stats());
     let report = |manifest: &Manifest, hit: bool, retried: usize, resumed: u64| ConvertReport {
         entry: entry.clone(),
         key: job.key.clone(),
@@ -155,6 +185,11 @@ async fn convert_async(opts: &ConvertOptions) -> Result<ConvertReport> {
         retried,
         resumed_from: resumed,
         seconds: started.elapsed().as_secs_f64(),
+        gpu: opts
+            .backend
+            .gpu()
+            .zip(gpu_before)
+            .map(|(g, before)| GpuActivity::between(before, g.stats())),
     };
     if let Ok(manifest) = read_manifest(&entry) {
         if job.retryable(&manifest).is_empty() {

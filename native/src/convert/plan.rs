@@ -9,6 +9,10 @@ use super::ConvertOptions;
 
 /// More parallel transforms than this only costs memory.
 pub const MAX_WORKERS: usize = 1024;
+/// Items per GPU batch by default: enough to fill a device's queue with small items while a
+/// batch of ImageNet-sized images stays within a few hundred MB of device memory.
+pub const DEFAULT_GPU_BATCH: usize = 64;
+pub const MAX_GPU_BATCH: usize = 4096;
 
 /// What one conversion works on.
 #[derive(Debug)]
@@ -31,6 +35,12 @@ pub(super) fn check_options(opts: &ConvertOptions) -> Result<()> {
         return Err(Error::invalid(
             "--workers",
             format!("{} is not in 1..={MAX_WORKERS}", opts.workers),
+        ));
+    }
+    if opts.gpu_batch == 0 || opts.gpu_batch > MAX_GPU_BATCH {
+        return Err(Error::invalid(
+            "--gpu-batch",
+            format!("{} is not in 1..={MAX_GPU_BATCH}", opts.gpu_batch),
         ));
     }
     if opts.shard_bytes == 0 {

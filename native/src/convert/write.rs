@@ -205,6 +205,122 @@ fn join_error(what: &'static str, e: tokio::task::JoinError) -> Error {
     }
 }
 
+/// Decodes one item's bytes on a CPU slot (the host half of a GPU conversion).
+async fn decode(
+    slots: CpuSlots,
+    pipeline: Arc<Pipeline>,
+    bytes: Bytes,
+) -> Result<kiln_core::Decoded, String> {
+    match on_cpu(&slots, move || pipeline.decode_with_warnings(&bytes)).await {
+        Ok(decoded) => decoded.map_err(|e| e.to_string()),
+        Err(join) => Err(join_error("the decoder", join).to_string()),
+    }
+}
+
+/// Runs one chunk of decoded items on the GPU, batched by shape (blocking).
+fn run_chunk_on_gpu(
+    pipeline: &Pipeline,
+    gpu: &kiln_gpu::GpuBackend,
+    chunk: Vec<(u64, Result<kiln_core::Decoded, String>)>,
+) -> Vec<(u64, Result<Transformed, String>)> {
+    let mut out: Vec<(u64, Result<Transformed, String>)> = Vec::with_capacity(chunk.len());
+    let mut decoded = Vec::new();
+    let mut slots = Vec::new();
+    for (index, item) in chunk {
+        match item {
+            Ok(d) => {
+                slots.push((out.len(), d.warnings.clone()));
+                decoded.push(d);
+                out.push((index, Err(String::new())));
+            }
+            Err(message) => out.push((index, Err(message))),
+        }
+    }
+    let tensors = crate::transform::run_decoded_on_gpu(pipeline, gpu, decoded);
+    for ((position, warnings), tensor) in slots.into_iter().zip(tensors) {
+        out[position].1 = tensor
+            .map(|t| (Payload::Tensor(t), warnings))
+            .map_err(|e| e.to_string());
+    }
+    out
+}
+
+/// Items transformed in listing order: on the CPU one by one on CPU slots; on the GPU decoded
+/// on CPU slots and run in batches of `gpu_batch`, two batches in flight so the host decodes
+/// and stages the next while the device runs this one.
+fn transformed<'a>(
+    opts: &'a ConvertOptions,
+    job: &Arc<Job>,
+    indices: Vec<u64>,
+    pipeline: Arc<Pipeline>,
+    slots: CpuSlots,
+) -> futures::stream::BoxStream<'a, (u64, Result<Transformed, String>)> {
+    let fetch_error = |e: Error| match e {
+        Error::Fetch { message, .. } => format!("reading: {message}"),
+        other => other.to_string(),
+    };
+    let gpu = match (&opts.backend, opts.materialize) {
+        (kiln_gpu::AnyBackend::Gpu(gpu), Materialize::Tensor) => Some(gpu.clone()),
+        _ => None,
+    };
+    let Some(gpu) = gpu else {
+        return contents(opts, job, indices)
+            .map(move |(index, bytes)| {
+                let (pipeline, backend, materialize) =
+                    (pipeline.clone(), opts.backend.clone(), opts.materialize);
+                let slots = slots.clone();
+                // Spawned, so transforms go on while the caller waits on the writer.
+                let task = tokio::spawn(async move {
+                    match bytes {
+                        Ok(bytes) => transform(slots, pipeline, backend, materialize, bytes).await,
+                        Err(e) => Err(fetch_error(e)),
+                    }
+                });
+                async move {
+                    (
+                        index,
+                        task.await.unwrap_or_else(|e| Err(format!("cancelled: {e}"))),
+                    )
+                }
+            })
+            .buffered(opts.workers * 2)
+            .boxed();
+    };
+    let decode_pipeline = pipeline.clone();
+    contents(opts, job, indices)
+        .map(move |(index, bytes)| {
+            let (pipeline, slots) = (decode_pipeline.clone(), slots.clone());
+            let task = tokio::spawn(async move {
+                match bytes {
+                    Ok(bytes) => decode(slots, pipeline, bytes).await,
+                    Err(e) => Err(fetch_error(e)),
+                }
+            });
+            async move {
+                (
+                    index,
+                    task.await.unwrap_or_else(|e| Err(format!("cancelled: {e}"))),
+                )
+            }
+        })
+        .buffered(opts.workers * 2)
+        .chunks(opts.gpu_batch.max(1))
+        .map(move |chunk| {
+            let indices: Vec<u64> = chunk.iter().map(|(i, _)| *i).collect();
+            let (pipeline, gpu) = (pipeline.clone(), gpu.clone());
+            let task = tokio::task::spawn_blocking(move || run_chunk_on_gpu(&pipeline, &gpu, chunk));
+            async move {
+                task.await.unwrap_or_else(|e| {
+                    let message = join_error("the GPU batch", e).to_string();
+                    indices.into_iter().map(|i| (i, Err(message.clone()))).collect()
+                })
+            }
+        })
+        .buffered(2)
+        .flat_map(futures::stream::iter)
+        .boxed()
+}
+
 /// Converts the items at `indices` into shards numbered from `first_shard`; with `journal`,
 /// each finished shard is recorded for resuming.
 pub(super) async fn write_items(
@@ -222,26 +338,7 @@ pub(super) async fn write_items(
         Layout::Raw => None,
     };
     let slots: CpuSlots = Arc::new(Semaphore::new(opts.workers));
-    let results = contents(opts, job, indices)
-        .map(|(index, bytes)| {
-            let (pipeline, backend, materialize) = (pipeline.clone(), opts.backend.clone(), opts.materialize);
-            let slots = slots.clone();
-            // Spawned, so transforms go on while this task waits on the writer.
-            let task = tokio::spawn(async move {
-                match bytes {
-                    Ok(bytes) => transform(slots, pipeline, backend, materialize, bytes).await,
-                    Err(e) => Err(match e {
-                        Error::Fetch { message, .. } => format!("reading: {message}"),
-                        other => other.to_string(),
-                    }),
-                }
-            });
-            async move {
-                let payload = task.await.unwrap_or_else(|e| Err(format!("cancelled: {e}")));
-                (index, payload)
-            }
-        })
-        .buffered(opts.workers * 2);
+    let results = transformed(opts, job, indices, pipeline, slots.clone());
     futures::pin_mut!(results);
     let shard_options = ShardOptions {
         row_group_rows: 0,
