@@ -92,7 +92,7 @@ pub fn run_decoded_on_gpu(
 ) -> Vec<Result<Tensor, kiln_core::Error>> {
     let mut results: Vec<Option<Result<Tensor, kiln_core::Error>>> = Vec::new();
     results.resize_with(decoded.len(), || None);
-    for (key, members) in same_shape_groups(decoded) {
+    for ShapeGroup { key, members } in same_shape_groups(decoded) {
         let (positions, inputs): (Vec<usize>, Vec<Tensor>) = members.into_iter().unzip();
         let outputs: Vec<Result<Tensor, kiln_core::Error>> = match pipeline.plan(key) {
             Ok(plan) => match gpu.execute_batch(&plan, inputs.clone()) {
@@ -129,22 +129,27 @@ pub fn run_decoded_on_gpu(
         .collect()
 }
 
+/// Inputs that run as one device batch: one plan, one shape, with their positions.
+#[derive(Debug)]
+pub struct ShapeGroup {
+    pub key: kiln_core::PlanKey,
+    pub members: Vec<(usize, Tensor)>,
+}
+
 /// Decoded inputs grouped by plan and shape (first appearance first), each with its position.
-pub fn same_shape_groups(
-    decoded: Vec<kiln_core::Decoded>,
-) -> Vec<(kiln_core::PlanKey, Vec<(usize, Tensor)>)> {
-    let mut groups: Vec<(kiln_core::PlanKey, Vec<usize>, Vec<(usize, Tensor)>)> = Vec::new();
+pub fn same_shape_groups(decoded: Vec<kiln_core::Decoded>) -> Vec<ShapeGroup> {
+    let mut groups: Vec<ShapeGroup> = Vec::new();
     for (position, d) in decoded.into_iter().enumerate() {
-        match groups
+        let group = groups
             .iter_mut()
-            .find(|(key, shape, _)| *key == d.key && *shape == d.tensor.shape)
-        {
-            Some(group) => group.2.push((position, d.tensor)),
-            None => groups.push((d.key, d.tensor.shape.clone(), vec![(position, d.tensor)])),
+            .find(|g| g.key == d.key && g.members[0].1.shape == d.tensor.shape);
+        match group {
+            Some(group) => group.members.push((position, d.tensor)),
+            None => groups.push(ShapeGroup {
+                key: d.key,
+                members: vec![(position, d.tensor)],
+            }),
         }
     }
     groups
-        .into_iter()
-        .map(|(key, _, members)| (key, members))
-        .collect()
 }
