@@ -385,6 +385,40 @@ impl<'a> Recorder<'a> {
         Ok(out)
     }
 
+    /// Copies rows (`(part, row)`, each `bytes_each` long) from `parts` end to end into one new
+    /// buffer (not pooled) and submits.
+    pub(crate) fn gather(
+        mut self,
+        parts: &[&wgpu::Buffer],
+        rows: &[(usize, usize)],
+        bytes_each: u64,
+    ) -> Result<wgpu::Buffer> {
+        let total = u64::try_from(rows.len())
+            .ok()
+            .and_then(|n| bytes_each.checked_mul(n))
+            .ok_or_else(|| BackendError::SizeOverflow {
+                what: "gathered batch".into(),
+            })?;
+        let size = self.check_size("gathered batch", total.max(4), Bound::Buffer)?;
+        let out = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kiln batch"),
+            size,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        for (i, &(part, row)) in rows.iter().enumerate() {
+            self.encoder.copy_buffer_to_buffer(
+                parts[part],
+                row as u64 * bytes_each,
+                &out,
+                i as u64 * bytes_each,
+                bytes_each,
+            );
+        }
+        self.submit(None);
+        Ok(out)
+    }
+
     /// Submits everything recorded plus a copy of `words` 4-byte values of `buffer` into a
     /// staging buffer, and asks for that buffer to be mapped; [`Readback::wait`] collects it.
     /// Synchronous so the caller's error scope can close before anything is awaited.

@@ -564,6 +564,55 @@ impl GpuBackend {
         .await
     }
 
+    /// Rows of batched device tensors, picked in the order `rows` gives (`(part, row)`), as one
+    /// `(rows.len(), ...row shape)` tensor: how a batch that ran as several same-shape groups
+    /// is put back in order. Every part must have the same row shape and dtype.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn gather_rows(&self, parts: &[GpuTensor], rows: &[(usize, usize)]) -> Result<GpuTensor> {
+        pollster::block_on(self.gather_rows_async(parts, rows))
+    }
+
+    /// [`GpuBackend::gather_rows`] for async callers (the browser).
+    pub async fn gather_rows_async(&self, parts: &[GpuTensor], rows: &[(usize, usize)]) -> Result<GpuTensor> {
+        let first = parts
+            .first()
+            .ok_or_else(|| BackendError::Execution("nothing to gather".into()))?;
+        let row_shape = first.shape.get(1..).unwrap_or_default().to_vec();
+        for part in parts {
+            if part.shape.get(1..) != Some(&row_shape[..]) || part.dtype != first.dtype {
+                return Err(BackendError::Execution(format!(
+                    "cannot gather rows of a {:?} {} tensor with rows of {:?} {}",
+                    part.shape,
+                    part.dtype.name(),
+                    first.shape,
+                    first.dtype.name()
+                )));
+            }
+            part.words("gather")?;
+        }
+        if let Some(&(part, row)) = rows
+            .iter()
+            .find(|&&(part, row)| parts.get(part).is_none_or(|p| row >= p.shape[0]))
+        {
+            return Err(BackendError::Execution(format!(
+                "gather: no row {row} in part {part} of {}",
+                parts.len()
+            )));
+        }
+        let per_element = if first.dtype == DType::C64 { 2 } else { 1 };
+        let row_words = kernel::elements("gather", &row_shape)? * per_element;
+        self.guarded("gather", || {
+            let buffers: Vec<&wgpu::Buffer> = parts.iter().map(|p| &p.buffer).collect();
+            let buffer = self.recorder().gather(&buffers, rows, row_words as u64 * 4)?;
+            Ok(GpuTensor {
+                buffer,
+                shape: std::iter::once(rows.len()).chain(row_shape).collect(),
+                dtype: first.dtype,
+            })
+        })
+        .await
+    }
+
     /// Reads a device tensor back to the host.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn read(&self, tensor: &GpuTensor) -> Result<Tensor> {

@@ -161,3 +161,34 @@ fn gpu_batch_size_out_of_range_is_an_error() {
         );
     }
 }
+
+#[test]
+fn gpu_stream_of_a_raw_entry_runs_each_batch_as_device_batches() {
+    let root = temp_dir("gpu-stream");
+    let data = root.join("data/a");
+    std::fs::create_dir_all(&data).unwrap();
+    for i in 0..9u32 {
+        let (w, h) = if i % 4 == 0 { (50, 36) } else { (40, 30) };
+        png(&data.join(format!("{i}.png")), w, h, i);
+    }
+    let spec = write_spec(&root, "image.json", IMAGE_SPEC);
+    let raw = convert(&root.join("data"), &spec, &root.join("c"), &["--materialize", "raw"]);
+    let entry = raw["entry"].as_str().unwrap();
+    let stream = |backend: &str| {
+        json(&kiln(&[
+            "stream", entry, "--batch-size", "4", "--epochs", "1", "--backend", backend, "--json",
+        ]))
+    };
+    let (cpu, gpu) = (stream("cpu"), stream("gpu"));
+    assert_eq!(gpu["rows"], 9, "{gpu}");
+    assert_eq!(gpu["checksum"], cpu["checksum"], "GPU batches differ from the CPU's");
+    let activity = &gpu["gpu"];
+    assert_eq!(activity["items"], 9, "{gpu}");
+    // Three loader batches, each at most two shapes: one upload and submission per shape.
+    let device_batches = activity["batches"].as_u64().unwrap();
+    assert!((3..=6).contains(&device_batches), "{gpu}");
+    assert_eq!(activity["uploads"], activity["batches"], "{gpu}");
+    // The only readbacks are the checksum's, one per loader batch.
+    assert_eq!(activity["readbacks"], 3, "{gpu}");
+    assert!(cpu.get("gpu").is_none());
+}

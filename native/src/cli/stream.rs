@@ -93,6 +93,7 @@ pub fn run(args: StreamArgs) -> Result<()> {
         builder = builder.resume(state);
     }
     let mut loader = builder.build()?;
+    let gpu_before = backend.gpu().map(|g| g.stats());
     let started = Instant::now();
     let mut hasher = Sha256::new();
     let (mut rows, mut batches, mut bytes) = (0u64, 0u64, 0u64);
@@ -134,6 +135,10 @@ pub fn run(args: StreamArgs) -> Result<()> {
         });
         if args.ids {
             report["ids"] = serde_json::json!(ids);
+        }
+        if let (Some(gpu), Some(before)) = (backend.gpu(), gpu_before) {
+            // Includes the readbacks this command makes to checksum device batches.
+            report["gpu"] = serde_json::to_value(kiln::convert::GpuActivity::between(before, gpu.stats()))?;
         }
         writeln!(out, "{report}")?;
     } else {

@@ -127,7 +127,8 @@ impl Producer {
         Ok(RecordBatch::try_new(schema, columns)?)
     }
 
-    /// Runs the entry's spec on raw rows, in parallel, keeping row order.
+    /// Runs the entry's spec on raw rows, keeping row order: on the CPU in parallel; on the GPU
+    /// decoded in parallel, then run as one device batch per shape.
     fn transform(&self, batch: RecordBatch) -> Result<RecordBatch> {
         let Some((pipeline, layout)) = &self.raw else {
             return Ok(batch);
@@ -137,22 +138,36 @@ impl Producer {
         let labels = column::<StringArray>(&batch, "label")?;
         let indices = column::<Int32Array>(&batch, "label_index")?;
         let content = column::<BinaryArray>(&batch, "content")?;
-        let backend = &self.config.backend;
-        let rows = parallel_map(batch.num_rows(), self.config.threads, |i| {
-            let tensor = pipeline
-                .run(backend as &dyn Backend, content.value(i))
-                .map_err(|source| Error::Item {
-                    path: format!("{} (row {})", paths.value(i), ids.value(i)),
-                    source,
+        let item = |i: usize| {
+            let path = format!("{} (row {})", paths.value(i), ids.value(i));
+            move |source| Error::Item { path, source }
+        };
+        let tensors: Vec<kiln_core::Tensor> = match &self.config.backend {
+            AnyBackend::Gpu(gpu) => {
+                let decoded = parallel_map(batch.num_rows(), self.config.threads, |i| {
+                    pipeline.decode_with_warnings(content.value(i)).map_err(item(i))
                 })?;
-            Ok(Row {
+                crate::transform::run_decoded_on_gpu(pipeline, gpu, decoded)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, t)| t.map_err(item(i)))
+                    .collect::<Result<_>>()?
+            }
+            backend => parallel_map(batch.num_rows(), self.config.threads, |i| {
+                pipeline.run(backend as &dyn Backend, content.value(i)).map_err(item(i))
+            })?,
+        };
+        let rows: Vec<Row> = tensors
+            .into_iter()
+            .enumerate()
+            .map(|(i, tensor)| Row {
                 row_id: ids.value(i),
                 path: paths.value(i).to_owned(),
                 label: labels.is_valid(i).then(|| labels.value(i).to_owned()),
                 label_index: indices.is_valid(i).then(|| indices.value(i)),
                 payload: Payload::Tensor(tensor),
             })
-        })?;
+            .collect();
         let schema = crate::shards::schema(layout);
         to_batch(&schema, layout, &rows)
     }
@@ -169,7 +184,8 @@ impl Producer {
         Ok(gpu.upload_tensor(&tensors.all_values().to_tensor(shape))?)
     }
 
-    /// Raw rows decoded on the host, their spec run on the device, stacked there.
+    /// Raw rows decoded on the host (in parallel), their spec run on the device as one batch
+    /// per shape, the results left there in row order.
     fn device_transform(&self, gpu: &Arc<GpuBackend>, batch: &RecordBatch) -> Result<GpuTensor> {
         let (pipeline, _) = self.raw.as_ref().expect("raw entry");
         let content = column::<BinaryArray>(batch, "content")?;
@@ -178,12 +194,27 @@ impl Producer {
             let path = paths.value(i).to_owned();
             move |source| Error::Item { path, source }
         };
-        let parts = parallel_map(batch.num_rows(), self.config.threads, |i| {
-            let (tensor, key) = pipeline.decode(content.value(i)).map_err(item(i))?;
-            let plan = pipeline.plan(key).map_err(item(i))?;
-            Ok(gpu.execute_resident(&plan, tensor)?)
+        let decoded = parallel_map(batch.num_rows(), self.config.threads, |i| {
+            pipeline.decode_with_warnings(content.value(i)).map_err(item(i))
         })?;
-        Ok(gpu.stack(&parts)?)
+        let mut parts = Vec::new();
+        let mut order = vec![(0, 0); batch.num_rows()];
+        for group in crate::transform::same_shape_groups(decoded) {
+            let (positions, inputs): (Vec<usize>, Vec<kiln_core::Tensor>) = group.members.into_iter().unzip();
+            let first = positions[0];
+            let plan = pipeline.plan(group.key).map_err(item(first))?;
+            let part = gpu
+                .execute_batch_resident(&plan, inputs)
+                .map_err(|e| item(first)(e.into()))?;
+            for (row, position) in positions.into_iter().enumerate() {
+                order[position] = (parts.len(), row);
+            }
+            parts.push(part);
+        }
+        if parts.len() == 1 {
+            return Ok(parts.pop().expect("one part"));
+        }
+        Ok(gpu.gather_rows(&parts, &order)?)
     }
 
     fn make_batch(&mut self, rows: &[u64]) -> Result<(RecordBatch, Option<GpuTensor>)> {
