@@ -2,6 +2,7 @@
 //! runs the spec on raw rows, and sends batches through the bounded prefetch channel.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arrow::array::{Array, BinaryArray, Int32Array, StringArray, UInt64Array};
@@ -31,35 +32,80 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
 }
 
 /// Runs `work` over `0..n` in up to `threads` scoped threads, keeping order; a panicking
-/// thread is an error, not a crash.
+/// thread is an error, not a crash. Threads claim one index at a time, so a slow item holds
+/// up one thread rather than a fixed share of the batch.
 fn parallel_map<T: Send>(
     n: usize,
     threads: usize,
     work: impl Fn(usize) -> Result<T> + Sync,
 ) -> Result<Vec<T>> {
-    let chunk = n.div_ceil(threads.clamp(1, n.max(1))).max(1);
-    std::thread::scope(|scope| {
-        let work = &work;
-        let handles: Vec<_> = (0..n)
-            .step_by(chunk)
-            .map(|from| {
+    let threads = threads.clamp(1, n.max(1));
+    if threads == 1 {
+        return (0..n).map(work).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let parts = std::thread::scope(|scope| {
+        let (work, next) = (&work, &next);
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
                 scope.spawn(move || {
-                    (from..(from + chunk).min(n))
-                        .map(work)
-                        .collect::<Result<Vec<T>>>()
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            return Ok(done);
+                        }
+                        match work(i) {
+                            Ok(value) => done.push((i, value)),
+                            Err(e) => {
+                                // The others stop at their next claim.
+                                next.store(n, Ordering::Relaxed);
+                                return Err((i, Box::new(e)));
+                            }
+                        }
+                    }
                 })
             })
             .collect();
-        let mut out = Vec::with_capacity(n);
-        for handle in handles {
-            out.extend(
-                handle
-                    .join()
-                    .map_err(|p| Error::panicked("a loader transform thread", p))??,
-            );
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|p| Error::panicked("a loader transform thread", p))
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let mut slots: Vec<Option<T>> = std::iter::repeat_with(|| None).take(n).collect();
+    // The earliest failing row is the one reported.
+    let mut first_error: Option<(usize, Box<Error>)> = None;
+    for part in parts {
+        match part {
+            Ok(done) => done.into_iter().for_each(|(i, v)| slots[i] = Some(v)),
+            Err((i, e)) => {
+                if first_error.as_ref().is_none_or(|(j, _)| i < *j) {
+                    first_error = Some((i, e));
+                }
+            }
         }
-        Ok(out)
-    })
+    }
+    if let Some((_, e)) = first_error {
+        return Err(*e);
+    }
+    Ok(slots
+        .into_iter()
+        .map(|v| v.expect("every index claimed once"))
+        .collect())
+}
+
+/// Everything that makes a batch after its rows are gathered: running a raw entry's spec,
+/// uploading to the device, picking columns. Owned, so it runs on its own stage thread while
+/// the producer reads and gathers the next batch.
+struct Finisher {
+    raw: Option<(Arc<Pipeline>, Layout)>,
+    config: LoaderConfig,
+    entry_dir: std::path::PathBuf,
+    /// The entry's stored tensor shape (tensor entries), for device uploads.
+    stored_shape: Option<Vec<usize>>,
 }
 
 impl Producer {
@@ -127,6 +173,100 @@ impl Producer {
         Ok(RecordBatch::try_new(schema, columns)?)
     }
 
+    fn finisher(&self) -> Finisher {
+        Finisher {
+            raw: self.raw.clone(),
+            config: self.config.clone(),
+            entry_dir: self.entry.dir.clone(),
+            stored_shape: self.entry.tensor_info().and_then(|t| t.shape.clone()),
+        }
+    }
+
+    /// Sends batches until the epochs are done (true), the consumer left, or an error was sent.
+    ///
+    /// Two stages: this thread reads and gathers rows (Parquet decoding, shuffling) while a
+    /// stage thread finishes the previous batch (the spec on raw rows, device work) and sends
+    /// it, so neither waits for the other.
+    pub fn run(&mut self, start: LoaderState, mut send: impl FnMut(Result<Batch>) -> bool + Send) -> bool {
+        let finisher = self.finisher();
+        let (to_finish, finishing) =
+            std::sync::mpsc::sync_channel::<(Result<RecordBatch>, u64, LoaderState)>(1);
+        std::thread::scope(|scope| {
+            let stage = scope.spawn(move || {
+                for (gathered, epoch, state_after) in finishing {
+                    let batch = gathered
+                        .and_then(|rows| finisher.finish(rows))
+                        .map(|(records, device)| Batch {
+                            records,
+                            device,
+                            epoch,
+                            state_after,
+                        });
+                    let failed = batch.is_err();
+                    if !send(batch) || failed {
+                        return false;
+                    }
+                }
+                true
+            });
+            let gathered_all = self.gather_epochs(start, &to_finish);
+            drop(to_finish);
+            let delivered = stage
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            gathered_all && delivered
+        })
+    }
+
+    /// Walks the epochs' orders, handing each batch's gathered rows to the finishing stage;
+    /// false when that stage stopped or a read failed.
+    fn gather_epochs(
+        &mut self,
+        start: LoaderState,
+        to_finish: &std::sync::mpsc::SyncSender<(Result<RecordBatch>, u64, LoaderState)>,
+    ) -> bool {
+        let group_rows: Vec<u64> = self.entry.blocks.iter().map(|b| b.rows).collect();
+        let c = &self.config;
+        let (seed, batch_size, drop_last) = (start.seed, c.batch_size, c.drop_last);
+        let (cur, count, buffer, epochs) = (c.cur_shard, c.shard_count, c.shuffle_buffer, c.epochs);
+        let mut epoch = start.epoch;
+        let mut position = start.position as usize;
+        while epochs.is_none_or(|e| epoch < e) {
+            let order = epoch_order(&group_rows, seed, epoch, cur, count, buffer);
+            while position < order.len() {
+                let end = (position + batch_size).min(order.len());
+                if end - position < batch_size && drop_last {
+                    break;
+                }
+                let epoch_done = end == order.len() || (drop_last && order.len() - end < batch_size);
+                let state_after = if epoch_done {
+                    LoaderState {
+                        seed,
+                        epoch: epoch + 1,
+                        position: 0,
+                    }
+                } else {
+                    LoaderState {
+                        seed,
+                        epoch,
+                        position: end as u64,
+                    }
+                };
+                let gathered = self.gather(&order[position..end]);
+                let failed = gathered.is_err();
+                if to_finish.send((gathered, epoch, state_after)).is_err() || failed {
+                    return false;
+                }
+                position = end;
+            }
+            epoch += 1;
+            position = 0;
+        }
+        true
+    }
+}
+
+impl Finisher {
     /// Runs the entry's spec on raw rows, keeping row order: on the CPU in parallel; on the GPU
     /// decoded in parallel, then run as one device batch per shape.
     fn transform(&self, batch: RecordBatch) -> Result<RecordBatch> {
@@ -154,7 +294,9 @@ impl Producer {
                     .collect::<Result<_>>()?
             }
             backend => parallel_map(batch.num_rows(), self.config.threads, |i| {
-                pipeline.run(backend as &dyn Backend, content.value(i)).map_err(item(i))
+                pipeline
+                    .run(backend as &dyn Backend, content.value(i))
+                    .map_err(item(i))
             })?,
         };
         let rows: Vec<Row> = tensors
@@ -175,10 +317,9 @@ impl Producer {
     /// Tensors of a gathered tensor-entry batch, uploaded as one `(n, ...shape)` device tensor.
     fn upload_tensors(&self, gpu: &GpuBackend, batch: &RecordBatch) -> Result<GpuTensor> {
         let shape = self
-            .entry
-            .tensor_info()
-            .and_then(|t| t.shape.clone())
-            .ok_or_else(|| Error::entry(&self.entry.dir, "device batches need a fixed tensor shape"))?;
+            .stored_shape
+            .clone()
+            .ok_or_else(|| Error::entry(&self.entry_dir, "device batches need a fixed tensor shape"))?;
         let tensors = TensorColumn::from_batch(batch, Some(&shape))?;
         let shape: Vec<usize> = std::iter::once(batch.num_rows()).chain(shape).collect();
         Ok(gpu.upload_tensor(&tensors.all_values().to_tensor(shape))?)
@@ -217,8 +358,7 @@ impl Producer {
         Ok(gpu.gather_rows(&parts, &order)?)
     }
 
-    fn make_batch(&mut self, rows: &[u64]) -> Result<(RecordBatch, Option<GpuTensor>)> {
-        let gathered = self.gather(rows)?;
+    fn finish(&self, gathered: RecordBatch) -> Result<(RecordBatch, Option<GpuTensor>)> {
         let device_gpu = match (&self.config.backend, self.config.device_output) {
             (AnyBackend::Gpu(gpu), true) => Some(gpu.clone()),
             _ => None,
@@ -263,53 +403,26 @@ impl Producer {
         };
         Ok((batch, device))
     }
+}
 
-    /// Sends batches until the epochs are done (true), the consumer left, or an error was sent.
-    pub fn run(&mut self, start: LoaderState, mut send: impl FnMut(Result<Batch>) -> bool) -> bool {
-        let group_rows: Vec<u64> = self.entry.blocks.iter().map(|b| b.rows).collect();
-        let c = &self.config;
-        let (seed, batch_size, drop_last) = (start.seed, c.batch_size, c.drop_last);
-        let (cur, count, buffer, epochs) = (c.cur_shard, c.shard_count, c.shuffle_buffer, c.epochs);
-        let mut epoch = start.epoch;
-        let mut position = start.position as usize;
-        while epochs.is_none_or(|e| epoch < e) {
-            let order = epoch_order(&group_rows, seed, epoch, cur, count, buffer);
-            while position < order.len() {
-                let end = (position + batch_size).min(order.len());
-                if end - position < batch_size && drop_last {
-                    break;
-                }
-                let epoch_done = end == order.len() || (drop_last && order.len() - end < batch_size);
-                let state_after = if epoch_done {
-                    LoaderState {
-                        seed,
-                        epoch: epoch + 1,
-                        position: 0,
-                    }
-                } else {
-                    LoaderState {
-                        seed,
-                        epoch,
-                        position: end as u64,
-                    }
-                };
-                let batch = self
-                    .make_batch(&order[position..end])
-                    .map(|(records, device)| Batch {
-                        records,
-                        device,
-                        epoch,
-                        state_after,
-                    });
-                let failed = batch.is_err();
-                if !send(batch) || failed {
-                    return false;
-                }
-                position = end;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parallel_map_keeps_order_and_reports_the_earliest_failure() {
+        let squares = parallel_map(1000, 4, |i| Ok(i * i)).unwrap();
+        assert_eq!(squares, (0..1000).map(|i| i * i).collect::<Vec<_>>());
+        let err = parallel_map(100, 3, |i| {
+            if i % 40 == 17 {
+                Err(Error::invalid("row", format!("bad row {i}")))
+            } else {
+                Ok(i)
             }
-            epoch += 1;
-            position = 0;
-        }
-        true
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("bad row 17"), "{err}");
+        let err = parallel_map(10, 2, |i| if i == 5 { panic!("boom at {i}") } else { Ok(i) }).unwrap_err();
+        assert!(err.to_string().contains("boom at 5"), "{err}");
     }
 }
