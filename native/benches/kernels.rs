@@ -174,4 +174,108 @@ fn main() {
             ratio(gpu_time),
         );
     }
+    bare_fft_comparison(&long_audio);
+    if let Some(gpu) = &gpu {
+        batched_log_mel(gpu);
+    }
+}
+
+/// The issue's per-core bar: kiln's STFT and log-mel against the bare cost of the same frames
+/// through realfft (window multiply + forward real FFT, nothing else), in one run.
+fn bare_fft_comparison(audio: &Path) {
+    use realfft::RealFftPlanner;
+    let bytes = std::fs::read(audio).unwrap();
+    println!("per core: kiln against bare realfft on the same frames (10 s @16k, one thread)");
+    for (n_fft, hop, log_mel) in [(400usize, 160usize, false), (400, 160, true), (2048, 512, false)] {
+        let ops = if log_mel {
+            format!(r#"{{"ops":[{{"op":"load_audio"}},{{"op":"stft","n_fft":{n_fft},"hop_length":{hop}}},{{"op":"magnitude","power":2.0}},{{"op":"mel","n_mels":80}},{{"op":"power_to_db"}}]}}"#)
+        } else {
+            format!(r#"{{"ops":[{{"op":"load_audio"}},{{"op":"stft","n_fft":{n_fft},"hop_length":{hop}}},{{"op":"magnitude","power":2.0}}]}}"#)
+        };
+        let pipeline = Pipeline::new(Spec::from_json(&ops).unwrap());
+        let (decoded, key) = pipeline.decode(&bytes).unwrap();
+        let plan = pipeline.plan(key).unwrap();
+        let kiln = median_time(
+            || {
+                std::hint::black_box(CpuBackend.execute(&plan, decoded.clone()).unwrap());
+            },
+            Duration::from_secs(1),
+        );
+        let signal = decoded.as_f32().unwrap().to_vec();
+        let frames = 1 + signal.len() / hop;
+        let fft = RealFftPlanner::<f32>::new().plan_fft_forward(n_fft);
+        let window: Vec<f32> = (0..n_fft)
+            .map(|i| 0.5 - 0.5 * (std::f32::consts::TAU * i as f32 / n_fft as f32).cos())
+            .collect();
+        let mut input = fft.make_input_vec();
+        let mut output = fft.make_output_vec();
+        let mut scratch = fft.make_scratch_vec();
+        let bare = median_time(
+            || {
+                for f in 0..frames {
+                    let start = (f * hop).min(signal.len().saturating_sub(n_fft));
+                    for (i, x) in input.iter_mut().enumerate() {
+                        *x = signal.get(start + i).copied().unwrap_or(0.0) * window[i];
+                    }
+                    fft.process_with_scratch(&mut input, &mut output, &mut scratch).unwrap();
+                    std::hint::black_box(&output);
+                }
+            },
+            Duration::from_secs(1),
+        );
+        println!(
+            "  {:<34} kiln {:>9.3} ms  bare realfft {:>9.3} ms  kiln/bare {:.2}x",
+            if log_mel { format!("log-mel 80, n_fft={n_fft}") } else { format!("stft |X|^2, n_fft={n_fft}") },
+            kiln.as_secs_f64() * 1e3,
+            bare.as_secs_f64() * 1e3,
+            kiln.as_secs_f64() / bare.as_secs_f64()
+        );
+    }
+}
+
+/// GPU-resident batched log-mel: 1,024 one-second clips as one batch, left on the device
+/// (the form a training step consumes), timed to completion on the device.
+fn batched_log_mel(gpu: &GpuBackend) {
+    let spec = r#"{"ops":[{"op":"load_audio"},{"op":"stft","n_fft":400,"hop_length":160},{"op":"magnitude","power":2.0},{"op":"mel","n_mels":80},{"op":"power_to_db"}]}"#;
+    let pipeline = Pipeline::new(Spec::from_json(spec).unwrap());
+    let plan = pipeline
+        .plan(kiln_core::PlanKey::Audio {
+            channels: None,
+            sample_rate: 16_000,
+        })
+        .unwrap();
+    for clips in [64usize, 1024] {
+        let inputs: Vec<Tensor> = (0..clips)
+            .map(|c| {
+                Tensor::f32(
+                    vec![16_000],
+                    (0..16_000).map(|i| ((i * (c + 1)) as f32 * 0.001).sin()).collect(),
+                )
+            })
+            .collect();
+        // The host copy of the inputs is made outside the timed part.
+        let run = |batch: Vec<Tensor>| {
+            let started = Instant::now();
+            let out = gpu.execute_batch_resident(&plan, batch).unwrap();
+            gpu.device().poll(wgpu::PollType::wait_indefinitely()).unwrap();
+            std::hint::black_box(out);
+            started.elapsed()
+        };
+        run(inputs.clone());
+        let mut samples: Vec<Duration> = (0..7).map(|_| run(inputs.clone())).collect();
+        samples.sort();
+        let with_upload = samples[samples.len() / 2];
+        let before = gpu.stats();
+        run(inputs.clone());
+        let cost = gpu.stats();
+        println!(
+            "GPU batched log-mel, {clips} clips of 1 s, resident: {:.2} ms with upload ({:.0} clips/s); \
+             {} upload, {} submission, {} readback per batch",
+            with_upload.as_secs_f64() * 1e3,
+            clips as f64 / with_upload.as_secs_f64(),
+            cost.uploads - before.uploads,
+            cost.submissions - before.submissions,
+            cost.readbacks - before.readbacks,
+        );
+    }
 }

@@ -172,16 +172,32 @@ fn gpu_stream_of_a_raw_entry_runs_each_batch_as_device_batches() {
         png(&data.join(format!("{i}.png")), w, h, i);
     }
     let spec = write_spec(&root, "image.json", IMAGE_SPEC);
-    let raw = convert(&root.join("data"), &spec, &root.join("c"), &["--materialize", "raw"]);
+    let raw = convert(
+        &root.join("data"),
+        &spec,
+        &root.join("c"),
+        &["--materialize", "raw"],
+    );
     let entry = raw["entry"].as_str().unwrap();
     let stream = |backend: &str| {
         json(&kiln(&[
-            "stream", entry, "--batch-size", "4", "--epochs", "1", "--backend", backend, "--json",
+            "stream",
+            entry,
+            "--batch-size",
+            "4",
+            "--epochs",
+            "1",
+            "--backend",
+            backend,
+            "--json",
         ]))
     };
     let (cpu, gpu) = (stream("cpu"), stream("gpu"));
     assert_eq!(gpu["rows"], 9, "{gpu}");
-    assert_eq!(gpu["checksum"], cpu["checksum"], "GPU batches differ from the CPU's");
+    assert_eq!(
+        gpu["checksum"], cpu["checksum"],
+        "GPU batches differ from the CPU's"
+    );
     let activity = &gpu["gpu"];
     assert_eq!(activity["items"], 9, "{gpu}");
     // Three loader batches, each at most two shapes: one upload and submission per shape.

@@ -105,33 +105,34 @@ async fn on_cpu<T: Send + 'static>(
     tokio::task::spawn_blocking(work).await
 }
 
-/// Transforms one item's bytes on a CPU slot; a panic is that item's failure.
-async fn transform(
-    slots: CpuSlots,
-    pipeline: Arc<Pipeline>,
-    backend: kiln_gpu::AnyBackend,
+/// Items handed to a CPU slot at once: amortizes the thread hand-offs, which cost as much as
+/// transforming a short clip (measured: 1 s log-mel clips scaled 1.25x from 1 to 2 workers one
+/// item per task).
+const ITEMS_PER_TASK: usize = 4;
+
+/// Transforms one item's bytes (on the calling thread); a panic is that item's failure.
+fn transform_item(
+    pipeline: &Pipeline,
+    backend: &kiln_gpu::AnyBackend,
     materialize: Materialize,
     bytes: Bytes,
 ) -> Result<Transformed, String> {
-    let work = on_cpu(&slots, move || -> Result<Transformed, kiln_core::Error> {
+    let run = || -> Result<Transformed, kiln_core::Error> {
         Ok(match materialize {
             Materialize::Tensor => {
-                let (tensor, warnings) = pipeline.run_with_warnings(&backend as &dyn Backend, &bytes)?;
+                let (tensor, warnings) = pipeline.run_with_warnings(backend as &dyn Backend, &bytes)?;
                 (Payload::Tensor(tensor), warnings)
             }
             // Raw rows are still decoded once, so corrupt files are caught now.
             Materialize::Raw => {
                 let warnings = pipeline.decode_with_warnings(&bytes)?.warnings;
-                (Payload::Raw(bytes), warnings)
+                (Payload::Raw(bytes.clone()), warnings)
             }
         })
-    });
-    match work.await {
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
         Ok(result) => result.map_err(|e| e.to_string()),
-        Err(join) => Err(match join.try_into_panic() {
-            Ok(payload) => Error::panicked("the transform", payload).to_string(),
-            Err(e) => format!("cancelled: {e}"),
-        }),
+        Err(payload) => Err(Error::panicked("the transform", payload).to_string()),
     }
 }
 
@@ -265,25 +266,36 @@ fn transformed<'a>(
     };
     let Some(gpu) = gpu else {
         return contents(opts, job, indices)
-            .map(move |(index, bytes)| {
-                let (pipeline, backend, materialize) =
-                    (pipeline.clone(), opts.backend.clone(), opts.materialize);
+            .chunks(ITEMS_PER_TASK)
+            .map(move |chunk| {
+                let (pipeline, backend, materialize) = (pipeline.clone(), opts.backend.clone(), opts.materialize);
                 let slots = slots.clone();
+                let indices: Vec<u64> = chunk.iter().map(|(i, _)| *i).collect();
+                let work = move || -> Vec<(u64, Result<Transformed, String>)> {
+                    chunk
+                        .into_iter()
+                        .map(|(index, bytes)| {
+                            let result = bytes
+                                .map_err(fetch_error)
+                                .and_then(|b| transform_item(&pipeline, &backend, materialize, b));
+                            (index, result)
+                        })
+                        .collect()
+                };
                 // Spawned, so transforms go on while the caller waits on the writer.
-                let task = tokio::spawn(async move {
-                    match bytes {
-                        Ok(bytes) => transform(slots, pipeline, backend, materialize, bytes).await,
-                        Err(e) => Err(fetch_error(e)),
-                    }
-                });
+                let task = tokio::spawn(async move { on_cpu(&slots, work).await });
                 async move {
-                    (
-                        index,
-                        task.await.unwrap_or_else(|e| Err(format!("cancelled: {e}"))),
-                    )
+                    match task.await {
+                        Ok(Ok(done)) => done,
+                        Ok(Err(e)) | Err(e) => {
+                            let message = format!("cancelled: {e}");
+                            indices.into_iter().map(|i| (i, Err(message.clone()))).collect()
+                        }
+                    }
                 }
             })
-            .buffered(opts.workers * 2)
+            .buffered(opts.workers + 1)
+            .flat_map(futures::stream::iter)
             .boxed();
     };
     let decode_pipeline = pipeline.clone();

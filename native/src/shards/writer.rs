@@ -60,14 +60,14 @@ pub fn to_batch(schema: &SchemaRef, layout: &Layout, rows: &[Row]) -> Result<Rec
             let item = Arc::new(Field::new("item", element_type(info.dtype), false));
             let values: ArrayRef = match info.dtype {
                 DType::Uint8 => {
-                    let mut v = Vec::new();
+                    let mut v = Vec::with_capacity(tensors.iter().map(|t| t.element_count()).sum());
                     for t in &tensors {
                         v.extend_from_slice(t.as_u8().ok_or_else(|| mismatch("a non-uint8 tensor"))?);
                     }
                     Arc::new(UInt8Array::from(v))
                 }
                 DType::Float32 => {
-                    let mut v = Vec::new();
+                    let mut v = Vec::with_capacity(tensors.iter().map(|t| t.element_count()).sum());
                     for t in &tensors {
                         v.extend_from_slice(t.as_f32().ok_or_else(|| mismatch("a non-float32 tensor"))?);
                     }
