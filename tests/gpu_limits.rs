@@ -255,3 +255,41 @@ fn device_errors_are_errors_and_the_backend_keeps_working() {
     let round = gpu.read(&gpu.upload_tensor(&host).unwrap()).unwrap();
     assert_eq!(round, host);
 }
+
+#[test]
+fn a_batch_beyond_the_limits_runs_as_smaller_batches() {
+    let gpu = small_gpu(65_535);
+    let plan = audio_plan(
+        json!([{"op": "stft", "n_fft": 256, "hop_length": 64}, {"op": "magnitude", "power": 2.0}]),
+    );
+    // 24 clips of 8,000 samples: 768 KB in, 1.6 MB of STFT output, over the 1 MiB binding.
+    let clips: Vec<Tensor> = (0..24)
+        .map(|c| {
+            Tensor::f32(
+                vec![8000],
+                (0..8000).map(|i| ((i * (c + 3)) as f32 * 0.01).sin()).collect(),
+            )
+        })
+        .collect();
+    let alone: Vec<Tensor> = clips
+        .iter()
+        .map(|c| gpu.execute_batch(&plan, vec![c.clone()]).unwrap().remove(0))
+        .collect();
+    let before = gpu.stats();
+    let batched = gpu.execute_batch(&plan, clips.clone()).unwrap();
+    let parts = gpu.stats().batches - before.batches;
+    assert!(parts > 1 && parts < 24, "split into {parts} batches");
+    assert_eq!(batched.len(), 24);
+    for (b, a) in batched.iter().zip(&alone) {
+        assert_eq!(b.shape, a.shape);
+        assert_eq!(b.as_f32().unwrap(), a.as_f32().unwrap());
+    }
+    let resident = gpu.execute_batch_resident(&plan, clips).unwrap();
+    assert_eq!(resident.shape[0], 24);
+    let back = gpu.read(&resident).unwrap();
+    let joined: Vec<f32> = batched
+        .iter()
+        .flat_map(|t| t.as_f32().unwrap().to_vec())
+        .collect();
+    assert_eq!(back.as_f32().unwrap(), &joined[..]);
+}

@@ -392,7 +392,6 @@ impl GpuBackend {
             }
             rec.queue.write_buffer(&buffer, 0, bytemuck::cast_slice(&words));
         }
-        Counters::add(&self.counters.uploads, 1);
         Ok(DeviceTensor {
             buffer,
             shape: std::iter::once(inputs.len())
@@ -417,17 +416,35 @@ impl GpuBackend {
         pollster::block_on(self.execute_batch_async(plan, inputs))
     }
 
-    /// [`GpuBackend::execute_batch`] for async callers (the browser).
+    /// [`GpuBackend::execute_batch`] for async callers (the browser). A batch too large for
+    /// the device's buffer or dispatch limits runs as smaller batches (halved until they fit).
     pub async fn execute_batch_async(&self, plan: &Plan, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        let mut outputs = Vec::with_capacity(inputs.len());
+        let mut rest: &[Tensor] = &inputs;
+        let mut chunk = inputs.len();
+        while !rest.is_empty() || outputs.is_empty() {
+            let take = chunk.min(rest.len());
+            match self.execute_batch_once(plan, &rest[..take]).await {
+                Ok(mut done) => {
+                    outputs.append(&mut done);
+                    rest = &rest[take..];
+                }
+                Err(e) if take > 1 && exceeds_limits(&e) => chunk = take / 2,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(outputs)
+    }
+
+    async fn execute_batch_once(&self, plan: &Plan, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
         let count = inputs.len();
         let (readback, shape, dtype) = self
             .guarded("execute", || {
-                let (rec, t) = self.record(plan, &inputs)?;
+                let (rec, t) = self.record(plan, inputs)?;
                 let words = t.len() * if t.dtype == DType::C64 { 2 } else { 1 };
                 Ok((rec.readback(&t.buffer, words)?, t.shape, t.dtype))
             })
             .await?;
-        drop(inputs);
         let words = readback.wait(&self.device).await?;
         let item_shape = shape[1..].to_vec();
         let each = words.len() / count.max(1);
@@ -444,8 +461,6 @@ impl GpuBackend {
         // Every kernel indexes the batch: audio kernels treat it as a leading axis like
         // channels, image kernels as workgroup z.
         let mut t = self.upload(&mut rec, inputs)?;
-        Counters::add(&self.counters.batches, 1);
-        Counters::add(&self.counters.items, inputs.len() as u64);
         for step in &plan.steps {
             t = match step {
                 Step::Stft(p) => self.audio.stft(&mut rec, &self.resources, p, t)?,
@@ -468,6 +483,11 @@ impl GpuBackend {
                 Step::Layout { input, output } => self.image.layout(&mut rec, input, output, t)?,
             };
         }
+        // Counted once the whole batch is recorded: a batch refused for the device's limits
+        // (and split by the caller) submits nothing.
+        Counters::add(&self.counters.uploads, 1);
+        Counters::add(&self.counters.batches, 1);
+        Counters::add(&self.counters.items, inputs.len() as u64);
         Ok((rec, t))
     }
 
@@ -492,14 +512,40 @@ impl GpuBackend {
         pollster::block_on(self.execute_batch_resident_async(plan, inputs))
     }
 
-    /// [`GpuBackend::execute_batch_resident`] for async callers (the browser).
+    /// [`GpuBackend::execute_batch_resident`] for async callers (the browser). A batch too
+    /// large for the device's limits runs in parts (halved until they fit), gathered into one
+    /// tensor on the device.
     pub async fn execute_batch_resident_async(&self, plan: &Plan, inputs: Vec<Tensor>) -> Result<GpuTensor> {
-        self.guarded("execute_resident", || {
-            let (rec, t) = self.record(plan, &inputs)?;
-            rec.finish_resident(&t.buffer);
-            Ok(t.into())
-        })
-        .await
+        let mut parts: Vec<GpuTensor> = Vec::new();
+        let mut rest: &[Tensor] = &inputs;
+        let mut chunk = inputs.len();
+        while !rest.is_empty() || parts.is_empty() {
+            let take = chunk.min(rest.len());
+            let attempt = self
+                .guarded("execute_resident", || {
+                    let (rec, t) = self.record(plan, &rest[..take])?;
+                    rec.finish_resident(&t.buffer);
+                    Ok(GpuTensor::from(t))
+                })
+                .await;
+            match attempt {
+                Ok(part) => {
+                    parts.push(part);
+                    rest = &rest[take..];
+                }
+                Err(e) if take > 1 && exceeds_limits(&e) => chunk = take / 2,
+                Err(e) => return Err(e),
+            }
+        }
+        if parts.len() == 1 {
+            return Ok(parts.pop().expect("one part"));
+        }
+        let rows: Vec<(usize, usize)> = parts
+            .iter()
+            .enumerate()
+            .flat_map(|(p, part)| (0..part.shape[0]).map(move |r| (p, r)))
+            .collect();
+        self.gather_rows_async(&parts, &rows).await
     }
 
     /// Uploads a host tensor (uint8 widened to one u32 per element). A tensor beyond the
@@ -635,6 +681,16 @@ impl GpuBackend {
     pub fn queue(&self) -> &wgpu::Queue {
         &self.queue
     }
+}
+
+/// Errors that a smaller batch avoids: a buffer or dispatch beyond the device's limits.
+fn exceeds_limits(e: &BackendError) -> bool {
+    matches!(
+        e,
+        BackendError::BufferTooLarge { .. }
+            | BackendError::TooManyWorkgroups { .. }
+            | BackendError::SizeOverflow { .. }
+    )
 }
 
 fn tensor_from_words(shape: Vec<usize>, dtype: DType, words: Vec<u32>) -> Tensor {

@@ -188,9 +188,13 @@ fn bare_fft_comparison(audio: &Path) {
     println!("per core: kiln against bare realfft on the same frames (10 s @16k, one thread)");
     for (n_fft, hop, log_mel) in [(400usize, 160usize, false), (400, 160, true), (2048, 512, false)] {
         let ops = if log_mel {
-            format!(r#"{{"ops":[{{"op":"load_audio"}},{{"op":"stft","n_fft":{n_fft},"hop_length":{hop}}},{{"op":"magnitude","power":2.0}},{{"op":"mel","n_mels":80}},{{"op":"power_to_db"}}]}}"#)
+            format!(
+                r#"{{"ops":[{{"op":"load_audio"}},{{"op":"stft","n_fft":{n_fft},"hop_length":{hop}}},{{"op":"magnitude","power":2.0}},{{"op":"mel","n_mels":80}},{{"op":"power_to_db"}}]}}"#
+            )
         } else {
-            format!(r#"{{"ops":[{{"op":"load_audio"}},{{"op":"stft","n_fft":{n_fft},"hop_length":{hop}}},{{"op":"magnitude","power":2.0}}]}}"#)
+            format!(
+                r#"{{"ops":[{{"op":"load_audio"}},{{"op":"stft","n_fft":{n_fft},"hop_length":{hop}}},{{"op":"magnitude","power":2.0}}]}}"#
+            )
         };
         let pipeline = Pipeline::new(Spec::from_json(&ops).unwrap());
         let (decoded, key) = pipeline.decode(&bytes).unwrap();
@@ -217,7 +221,8 @@ fn bare_fft_comparison(audio: &Path) {
                     for (i, x) in input.iter_mut().enumerate() {
                         *x = signal.get(start + i).copied().unwrap_or(0.0) * window[i];
                     }
-                    fft.process_with_scratch(&mut input, &mut output, &mut scratch).unwrap();
+                    fft.process_with_scratch(&mut input, &mut output, &mut scratch)
+                        .unwrap();
                     std::hint::black_box(&output);
                 }
             },
@@ -225,7 +230,11 @@ fn bare_fft_comparison(audio: &Path) {
         );
         println!(
             "  {:<34} kiln {:>9.3} ms  bare realfft {:>9.3} ms  kiln/bare {:.2}x",
-            if log_mel { format!("log-mel 80, n_fft={n_fft}") } else { format!("stft |X|^2, n_fft={n_fft}") },
+            if log_mel {
+                format!("log-mel 80, n_fft={n_fft}")
+            } else {
+                format!("stft |X|^2, n_fft={n_fft}")
+            },
             kiln.as_secs_f64() * 1e3,
             bare.as_secs_f64() * 1e3,
             kiln.as_secs_f64() / bare.as_secs_f64()
@@ -249,7 +258,9 @@ fn batched_log_mel(gpu: &GpuBackend) {
             .map(|c| {
                 Tensor::f32(
                     vec![16_000],
-                    (0..16_000).map(|i| ((i * (c + 1)) as f32 * 0.001).sin()).collect(),
+                    (0..16_000)
+                        .map(|i| ((i * (c + 1)) as f32 * 0.001).sin())
+                        .collect(),
                 )
             })
             .collect();

@@ -268,7 +268,8 @@ fn transformed<'a>(
         return contents(opts, job, indices)
             .chunks(ITEMS_PER_TASK)
             .map(move |chunk| {
-                let (pipeline, backend, materialize) = (pipeline.clone(), opts.backend.clone(), opts.materialize);
+                let (pipeline, backend, materialize) =
+                    (pipeline.clone(), opts.backend.clone(), opts.materialize);
                 let slots = slots.clone();
                 let indices: Vec<u64> = chunk.iter().map(|(i, _)| *i).collect();
                 let work = move || -> Vec<(u64, Result<Transformed, String>)> {
