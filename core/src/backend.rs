@@ -1,5 +1,7 @@
 //! The backend interface and the CPU reference backend.
 
+use crate::audio::mel::MelFilterbank;
+use crate::audio::stft::StftPlan;
 use crate::audio::{db::power_to_db, mfcc::apply_dct, stft::magnitude};
 use crate::error::{Error, Result};
 use crate::image::ops;
@@ -23,8 +25,16 @@ impl Backend for CpuBackend {
     }
 
     fn execute(&self, plan: &Plan, mut tensor: Tensor) -> Result<Tensor> {
-        for step in &plan.steps {
-            tensor = run_step(step, tensor)?;
+        let mut rest = &plan.steps[..];
+        while !rest.is_empty() {
+            // A mel spectrogram is computed frame by frame, never holding the complex STFT.
+            if let [Step::Stft(stft), Step::Magnitude { power }, Step::Mel(bank), ..] = rest {
+                tensor = stft_to_mel(stft, *power, bank, tensor)?;
+                rest = &rest[3..];
+                continue;
+            }
+            tensor = run_step(&rest[0], tensor)?;
+            rest = &rest[1..];
         }
         Ok(tensor)
     }
@@ -109,6 +119,24 @@ fn run_per_channel<J: Send>(jobs: Vec<J>, work: impl Fn(J) -> Result<()> + Sync)
         });
     }
     jobs.into_iter().try_for_each(work)
+}
+
+/// `stft` -> `magnitude` -> `mel` fused (see [`StftPlan::process_mel`]); same results.
+fn stft_to_mel(plan: &StftPlan, power: f32, bank: &MelFilterbank, tensor: Tensor) -> Result<Tensor> {
+    let (shape, signal) = expect_f32(tensor, "stft")?;
+    let (lead, channels) = split_leading(&shape, 1, "stft")?;
+    let samples = shape[shape.len() - 1];
+    let n_frames = plan.n_frames(samples)?;
+    // The complex STFT is never made, but it would have been: keep its limit.
+    output_len("stft", &[channels, plan.n_freq(), n_frames, 2])?;
+    let per_channel = bank.n_mels() * n_frames;
+    let mut out = vec![0.0f32; output_len("mel", &[channels, bank.n_mels(), n_frames])?];
+    let jobs: Vec<_> = signal
+        .chunks_exact(samples)
+        .zip(out.chunks_exact_mut(per_channel))
+        .collect();
+    run_per_channel(jobs, |(signal, out)| plan.process_mel(signal, power, bank, out))?;
+    Ok(Tensor::f32(with_tail(&lead, &[bank.n_mels(), n_frames]), out))
 }
 
 fn run_step(step: &Step, tensor: Tensor) -> Result<Tensor> {
@@ -247,4 +275,61 @@ fn run_step(step: &Step, tensor: Tensor) -> Result<Tensor> {
             Tensor::new(shape, convert(&tensor.data))
         }
     })
+}
+
+#[cfg(test)]
+mod fused_tests {
+    use super::*;
+    use crate::{Pipeline, PlanKey, Spec};
+
+    /// The fused mel path gives exactly what the three steps give one after another.
+    #[test]
+    fn fused_stft_mel_equals_the_steps_bit_for_bit() {
+        let cases = [
+            (r#"{"op": "stft", "n_fft": 400, "hop_length": 160}"#, 2.0, None),
+            (
+                r#"{"op": "stft", "n_fft": 512, "hop_length": 128, "center": false}"#,
+                1.0,
+                Some(2),
+            ),
+            (
+                r#"{"op": "stft", "n_fft": 256, "hop_length": 100, "pad_mode": "reflect"}"#,
+                1.5,
+                Some(3),
+            ),
+        ];
+        for (stft, power, channels) in cases {
+            let spec = format!(
+                r#"{{"ops": [{{"op": "load_audio"}}, {stft}, {{"op": "magnitude", "power": {power}}},
+                    {{"op": "mel", "n_mels": 40}}, {{"op": "power_to_db"}}]}}"#
+            );
+            let pipeline = Pipeline::new(Spec::from_json(&spec).unwrap());
+            let plan = pipeline
+                .plan(PlanKey::Audio {
+                    channels,
+                    sample_rate: 16_000,
+                })
+                .unwrap();
+            let count = channels.unwrap_or(1);
+            let shape: Vec<usize> = channels.into_iter().chain([5000]).collect();
+            let signal: Vec<f32> = (0..count * 5000)
+                .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * (1.0 + (i as f32 * 0.001).sin()))
+                .collect();
+            let input = Tensor::f32(shape, signal);
+            let fused = CpuBackend.execute(&plan, input.clone()).unwrap();
+            let mut stepwise = input;
+            for step in &plan.steps {
+                stepwise = run_step(step, stepwise).unwrap();
+            }
+            assert_eq!(fused.shape, stepwise.shape, "{spec}");
+            let bits = |t: &Tensor| {
+                t.as_f32()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<_>>()
+            };
+            assert!(bits(&fused) == bits(&stepwise), "{spec}: fused differs");
+        }
+    }
 }

@@ -4,8 +4,10 @@
 use std::fmt;
 use std::sync::Arc;
 
+use realfft::num_complex::Complex;
 use realfft::{RealFftPlanner, RealToComplex};
 
+use super::mel::MelFilterbank;
 use super::window::window;
 use crate::audio::decode::check_finite;
 use crate::error::{Error, Result};
@@ -69,7 +71,6 @@ impl StftPlan {
     /// Writes the complex STFT of one channel as interleaved (re, im) pairs in
     /// `(n_freq, n_frames)` row-major order.
     pub fn process(&self, signal: &[f32], out: &mut [f32]) -> Result<()> {
-        check_finite("stft", signal)?;
         let n_frames = self.n_frames(signal.len())?;
         let n_freq = self.n_freq();
         if out.len() != 2 * n_freq * n_frames {
@@ -82,6 +83,56 @@ impl StftPlan {
                 ),
             ));
         }
+        self.each_frame(signal, |t, spectrum| {
+            for (k, c) in spectrum.iter().enumerate() {
+                out[2 * (k * n_frames + t)] = c.re;
+                out[2 * (k * n_frames + t) + 1] = c.im;
+            }
+        })
+    }
+
+    /// `stft` -> `magnitude` -> `mel` in one pass over the frames, writing `(n_mels, n_frames)`:
+    /// each frame's spectrum goes straight through the filterbank, so the complex STFT (the
+    /// largest intermediate) never exists. Every value is computed with the same operations in
+    /// the same order as the three steps one after another, so the results are identical.
+    pub fn process_mel(
+        &self,
+        signal: &[f32],
+        power: f32,
+        bank: &MelFilterbank,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let n_frames = self.n_frames(signal.len())?;
+        if bank.n_freq != self.n_freq() || out.len() != bank.n_mels() * n_frames {
+            return Err(Error::input(
+                "mel",
+                format!(
+                    "filterbank expects {} bins, the STFT gives {}",
+                    bank.n_freq,
+                    self.n_freq()
+                ),
+            ));
+        }
+        let mut spectrum_power = vec![0.0f32; bank.n_freq];
+        self.each_frame(signal, |t, spectrum| {
+            for (p, c) in spectrum_power.iter_mut().zip(spectrum) {
+                *p = magnitude_of(c.re, c.im, power);
+            }
+            for (m, filter) in bank.filters.iter().enumerate() {
+                let bins = &spectrum_power[filter.first_bin..][..filter.weights.len()];
+                let mut acc = 0.0f32;
+                for (&w, &s) in filter.weights.iter().zip(bins) {
+                    acc += w * s;
+                }
+                out[m * n_frames + t] = acc;
+            }
+        })
+    }
+
+    /// Windows each frame (centred and padded as librosa does) and hands its spectrum to `use_frame`.
+    fn each_frame(&self, signal: &[f32], mut use_frame: impl FnMut(usize, &[Complex<f32>])) -> Result<()> {
+        check_finite("stft", signal)?;
+        let n_frames = self.n_frames(signal.len())?;
         let mut frame = self.fft.make_input_vec();
         let mut spectrum = self.fft.make_output_vec();
         let mut scratch = self.fft.make_scratch_vec();
@@ -90,21 +141,21 @@ impl StftPlan {
         for t in 0..n_frames {
             let start = t * hop;
             let inside = start >= pad && start + self.params.n_fft <= pad + signal.len();
-            for (n, slot) in frame.iter_mut().enumerate() {
-                let x = if inside {
-                    signal[start + n - pad]
-                } else {
-                    self.padded_sample(signal, start + n)
-                };
-                *slot = x * self.window[n];
+            if inside {
+                // Slices of equal length: the multiply vectorizes.
+                let samples = &signal[start - pad..][..self.params.n_fft];
+                for ((slot, &x), &w) in frame.iter_mut().zip(samples).zip(self.window.iter()) {
+                    *slot = x * w;
+                }
+            } else {
+                for (n, slot) in frame.iter_mut().enumerate() {
+                    *slot = self.padded_sample(signal, start + n) * self.window[n];
+                }
             }
             self.fft
                 .process_with_scratch(&mut frame, &mut spectrum, &mut scratch)
                 .map_err(|e| Error::input("stft", e.to_string()))?;
-            for (k, c) in spectrum.iter().enumerate() {
-                out[2 * (k * n_frames + t)] = c.re;
-                out[2 * (k * n_frames + t) + 1] = c.im;
-            }
+            use_frame(t, &spectrum);
         }
         Ok(())
     }
@@ -157,13 +208,19 @@ pub fn reflect_index(i: isize, n: isize) -> usize {
 /// `|X| ** power` of interleaved complex values.
 pub fn magnitude(complex: &[f32], power: f32, out: &mut [f32]) {
     for (o, c) in out.iter_mut().zip(complex.chunks_exact(2)) {
-        *o = if power == 2.0 {
-            c[0] * c[0] + c[1] * c[1]
-        } else if power == 1.0 {
-            c[0].hypot(c[1])
-        } else {
-            c[0].hypot(c[1]).powf(power)
-        };
+        *o = magnitude_of(c[0], c[1], power);
+    }
+}
+
+/// `|re + i im| ** power`, as `np.abs(S) ** power` (the square without a square root).
+#[inline]
+pub fn magnitude_of(re: f32, im: f32, power: f32) -> f32 {
+    if power == 2.0 {
+        re * re + im * im
+    } else if power == 1.0 {
+        re.hypot(im)
+    } else {
+        re.hypot(im).powf(power)
     }
 }
 
