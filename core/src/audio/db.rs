@@ -50,8 +50,8 @@ pub fn power_to_db(params: &DbParams, values: &mut [f32]) {
 pub(crate) fn log10_in_place(values: &mut [f32]) {
     const LOG10_2: f32 = std::f32::consts::LOG10_2;
     const LOG10_E: f32 = std::f32::consts::LOG10_E;
-    let ordinary = values.iter().fold(true, |all, &x| {
-        all & (x >= f32::MIN_POSITIVE) & (x < f32::INFINITY)
+    let ordinary = values.iter().fold(true, |all, x| {
+        all & (f32::MIN_POSITIVE..f32::INFINITY).contains(x)
     });
     if !ordinary {
         values.iter_mut().for_each(|v| *v = v.log10());
