@@ -24,6 +24,7 @@ pub(crate) struct ImageKernels {
     nearest: Kernel,
     center_crop: Kernel,
     to_float: Kernel,
+    unpack_bytes: Kernel,
     normalize: Kernel,
     relayout: Kernel,
 }
@@ -116,6 +117,7 @@ impl ImageKernels {
             nearest: Kernel::new(device, &pixels, "nearest", &pix),
             center_crop: Kernel::new(device, &pixels, "center_crop", &pix),
             to_float: Kernel::new(device, &pixels, "to_float", &pix),
+            unpack_bytes: Kernel::new(device, &pixels, "unpack_bytes", &pix),
             normalize: Kernel::new(device, &pixels, "normalize", &pix),
             relayout: Kernel::new(device, &pixels, "relayout", &pix),
         }
@@ -354,6 +356,25 @@ impl ImageKernels {
             shape: with_batch(batch, output.shape()),
             dtype: input.dtype,
         })
+    }
+
+    /// Widens `count` uint8 values packed four to a word in `packed` to one u32 each.
+    pub(crate) fn unpack_bytes(
+        &self,
+        rec: &mut Recorder,
+        packed: &wgpu::Buffer,
+        count: usize,
+    ) -> Result<wgpu::Buffer> {
+        const OP: &str = "input tensor";
+        let dims = ImageDims {
+            height: 1,
+            width: count,
+            channels: 1,
+            chw: false,
+            channel_axis: true,
+        };
+        let params = pixel_params(OP, &dims, 0, 0, 0, 0, false)?;
+        self.per_pixel(rec, OP, &self.unpack_bytes, &params, packed, None, count, 0, 1)
     }
 
     pub(crate) fn to_float(&self, rec: &mut Recorder, input: DeviceTensor) -> Result<DeviceTensor> {

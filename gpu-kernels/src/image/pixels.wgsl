@@ -131,6 +131,19 @@ fn center_crop(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgr
     dst[d + i] = v;
 }
 
+// uint8 values uploaded four to a word (a quarter of the bytes over the bus), widened to one
+// u32 per value for the kernels above; little-endian, as the host wrote them.
+@compute @workgroup_size(256)
+fn unpack_bytes(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = flat_index(id, groups);
+    let s = src_base(id);
+    let d = dst_base(id);
+    if (i >= pixel_count() * params.channels) {
+        return;
+    }
+    dst[d + i] = (src[s + i / 4u] >> (8u * (i % 4u))) & 0xffu;
+}
+
 @compute @workgroup_size(256)
 fn to_float(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_index(id, groups);
