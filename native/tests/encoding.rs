@@ -162,3 +162,34 @@ fn shards_are_byte_identical_whatever_the_worker_count() {
     assert!(one.iter().any(|s| s.2.as_array().unwrap().len() > 1), "{one:?}");
     assert_eq!(one, hashes("4"));
 }
+
+#[test]
+fn row_groups_of_one_shard_read_on_many_threads_at_once_are_intact() {
+    let root = temp_dir("encoding-threads");
+    let data = root.join("data");
+    make_dataset(&data, &["a", "b"], 12, 8);
+    let spec = write_spec(&root, "audio.json", AUDIO_SPEC);
+    let report = convert(
+        &data,
+        &spec,
+        &root.join("c"),
+        &["--include", "*.wav", "--row-group-size", "4KB"],
+    );
+    let entry = kiln::shards::EntryReader::open(report["entry"].as_str().unwrap()).unwrap();
+    assert!(entry.blocks.len() > 4, "{} row groups", entry.blocks.len());
+    let alone: Vec<_> = entry
+        .blocks
+        .iter()
+        .map(|b| entry.read_block(b).unwrap())
+        .collect();
+    // Every row group read by eight threads at once, from the one verified file handle.
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                for (block, want) in entry.blocks.iter().zip(&alone).rev() {
+                    assert_eq!(&entry.read_block(block).unwrap(), want);
+                }
+            });
+        }
+    });
+}

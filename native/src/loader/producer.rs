@@ -139,7 +139,59 @@ impl Producer {
             .partition_point(|blk| blk.start + blk.rows <= row)
     }
 
-    fn gather(&mut self, rows: &[u64]) -> Result<RecordBatch> {
+    /// Makes sure the row groups of `rows` (and, room permitting, of `upcoming`, the next
+    /// batch's rows) are cached, reading the missing ones several at once: decoding row groups
+    /// is most of reading an entry, and one core would otherwise do all of it.
+    fn prefetch(&mut self, rows: &[u64], upcoming: &[u64]) -> Result<()> {
+        let capacity = self.cache_capacity();
+        let mut needed: Vec<usize> = Vec::new();
+        for &row in rows {
+            let b = self.block_of(row);
+            if !needed.contains(&b) {
+                needed.push(b);
+            }
+        }
+        for &row in upcoming {
+            let b = self.block_of(row);
+            if needed.len() >= capacity {
+                break;
+            }
+            if !needed.contains(&b) {
+                needed.push(b);
+            }
+        }
+        let missing: Vec<usize> = needed
+            .iter()
+            .copied()
+            .filter(|b| !self.cache.iter().any(|(i, _)| i == b))
+            .collect();
+        if missing.len() < 2 {
+            return Ok(());
+        }
+        let entry = &self.entry;
+        let read = parallel_map(missing.len(), self.config.threads, |i| {
+            entry.read_block(&entry.blocks[missing[i]])
+        })?;
+        // Needed row groups first, then what was cached before, oldest dropped.
+        let mut fresh: VecDeque<(usize, RecordBatch)> = missing.into_iter().zip(read).collect();
+        let mut kept: VecDeque<(usize, RecordBatch)> = VecDeque::new();
+        for (index, batch) in std::mem::take(&mut self.cache) {
+            if needed.contains(&index) {
+                fresh.push_back((index, batch));
+            } else {
+                kept.push_back((index, batch));
+            }
+        }
+        fresh.extend(kept);
+        fresh.truncate(capacity.max(needed.len()));
+        self.cache = fresh;
+        Ok(())
+    }
+
+    /// The rows of a batch as one record batch; the row groups of `upcoming` (the next
+    /// batch's rows) are read at the same time.
+    fn gather(&mut self, rows: &[u64], upcoming: &[u64]) -> Result<RecordBatch> {
+        self.prefetch(rows, upcoming)?;
         // Storage-order reads (no shuffle) are runs of one row group: a zero-copy slice.
         if let (Some(&first), Some(&last)) = (rows.first(), rows.last()) {
             let b = self.block_of(first);
@@ -252,7 +304,8 @@ impl Producer {
                         position: end as u64,
                     }
                 };
-                let gathered = self.gather(&order[position..end]);
+                let upcoming = &order[end..(end + batch_size).min(order.len())];
+                let gathered = self.gather(&order[position..end], upcoming);
                 let failed = gathered.is_err();
                 if to_finish.send((gathered, epoch, state_after)).is_err() || failed {
                     return false;

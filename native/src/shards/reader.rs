@@ -4,22 +4,84 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
+use parquet::file::reader::{ChunkReader, Length};
 
 use super::{schema, Layout};
 use crate::cache::{hex, ShardInfo};
 use crate::error::{Error, Result};
 
-/// A verified shard, open for reading row groups.
+/// The verified shard file, read at explicit offsets: threads reading different row groups at
+/// once never share a file position (cloned handles share one, and reads interleave).
+#[derive(Debug, Clone)]
+struct PositionalFile {
+    file: Arc<fs::File>,
+    len: u64,
+}
+
+/// A reader over [`PositionalFile`] from `pos` on.
+struct PositionalRead {
+    file: Arc<fs::File>,
+    pos: u64,
+}
+
+#[cfg(unix)]
+fn read_at(file: &fs::File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(file, buf, pos)
+}
+
+#[cfg(windows)]
+fn read_at(file: &fs::File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(file, buf, pos)
+}
+
+impl std::io::Read for PositionalRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = read_at(&self.file, buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Length for PositionalFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+impl ChunkReader for PositionalFile {
+    type T = PositionalRead;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<PositionalRead> {
+        Ok(PositionalRead {
+            file: self.file.clone(),
+            pos: start,
+        })
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+        // Ranges come from footer metadata checked against the file's size when it was opened.
+        let mut buf = vec![0u8; length];
+        let mut read = PositionalRead {
+            file: self.file.clone(),
+            pos: start,
+        };
+        std::io::Read::read_exact(&mut read, &mut buf)?;
+        Ok(buf.into())
+    }
+}
+
+/// A verified shard, open for reading row groups (from any number of threads at once).
 #[derive(Debug)]
 pub struct ShardReader {
     path: PathBuf,
-    file: fs::File,
+    file: PositionalFile,
     metadata: ArrowReaderMetadata,
     schema: SchemaRef,
     row_groups: Vec<u64>,
@@ -129,7 +191,10 @@ impl ShardReader {
         }
         Ok(ShardReader {
             path,
-            file,
+            file: PositionalFile {
+                file: Arc::new(file),
+                len: size,
+            },
             metadata,
             schema: expected,
             row_groups,
@@ -151,7 +216,7 @@ impl ShardReader {
             .get(index)
             .ok_or_else(|| Error::shard(&self.path, format!("has no row group {index}")))?;
         let bad = |e: &dyn std::fmt::Display| Error::shard(&self.path, format!("row group {index}: {e}"));
-        let file = self.file.try_clone().map_err(|e| bad(&e))?;
+        let file = self.file.clone();
         // parquet-rs still panics on some malformed pages (the fuzzer found "Decoder for dict
         // should have been set"); a shard is only decoded after its SHA-256 matched, so this
         // takes a manifest forged to match, but even then it is an error, not a crash.
