@@ -286,7 +286,11 @@ fn convert_table(root: &Path, datasets: &[Dataset], cores: usize, python: Option
     };
     let cpu = AnyBackend::Cpu(kiln_core::CpuBackend);
     println!();
-    println!("convert (files/s, best of {REPEATS}; GPU and Python best of 2); GPU adapter: {adapter}");
+    println!(
+        "convert (files/s, best of {REPEATS}; GPU and Python best of 2); GPU adapter: {adapter}, \
+         device batches of {} items (--gpu-batch)",
+        kiln::convert::DEFAULT_GPU_BATCH
+    );
     println!(
         "{:<34} {:>9} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>14}",
         "dataset",
