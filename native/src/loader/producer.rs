@@ -236,18 +236,31 @@ impl Producer {
 
     /// Sends batches until the epochs are done (true), the consumer left, or an error was sent.
     ///
-    /// Two stages: this thread reads and gathers rows (Parquet decoding, shuffling) while a
-    /// stage thread finishes the previous batch (the spec on raw rows, device work) and sends
-    /// it, so neither waits for the other.
+    /// Three stages, each on its own thread with one batch between them: this thread reads and
+    /// gathers rows (Parquet decoding, shuffling); the next does the host's work on raw rows
+    /// (the spec on the CPU, or decoding for the device); the last runs the device's work and
+    /// sends the batch. So the host decodes batch n + 1 while the device runs batch n.
     pub fn run(&mut self, start: LoaderState, mut send: impl FnMut(Result<Batch>) -> bool + Send) -> bool {
         let finisher = self.finisher();
-        let (to_finish, finishing) =
+        let (to_prepare, preparing) =
             std::sync::mpsc::sync_channel::<(Result<RecordBatch>, u64, LoaderState)>(1);
+        let (to_finish, finishing) = std::sync::mpsc::sync_channel::<(Result<Prepared>, u64, LoaderState)>(1);
         std::thread::scope(|scope| {
+            let finisher = &finisher;
+            // Host work (transforms, decoding) for one batch while the device runs the last.
+            let prepare = scope.spawn(move || {
+                for (gathered, epoch, state_after) in preparing {
+                    let prepared = gathered.and_then(|rows| finisher.prepare(rows));
+                    let failed = prepared.is_err();
+                    if to_finish.send((prepared, epoch, state_after)).is_err() || failed {
+                        return;
+                    }
+                }
+            });
             let stage = scope.spawn(move || {
-                for (gathered, epoch, state_after) in finishing {
-                    let batch = gathered
-                        .and_then(|rows| finisher.finish(rows))
+                for (prepared, epoch, state_after) in finishing {
+                    let batch = prepared
+                        .and_then(|p| finisher.complete(p))
                         .map(|(records, device)| Batch {
                             records,
                             device,
@@ -261,9 +274,12 @@ impl Producer {
                 }
                 true
             });
-            let gathered_all = self.gather_epochs(start, &to_finish);
-            drop(to_finish);
+            let gathered_all = self.gather_epochs(start, &to_prepare);
+            drop(to_prepare);
             let delivered = stage
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            prepare
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             gathered_all && delivered
@@ -319,52 +335,65 @@ impl Producer {
     }
 }
 
+/// A gathered batch after the host's share of the work: raw rows transformed (CPU backend)
+/// or decoded for the device (GPU backend).
+struct Prepared {
+    gathered: RecordBatch,
+    host: Host,
+}
+
+enum Host {
+    /// Tensor entries: nothing to do on the host.
+    Stored,
+    /// The spec ran on the CPU; the batch's columns.
+    Transformed(RecordBatch),
+    /// Decoded inputs, one per row, for the device.
+    Decoded(Vec<kiln_core::Decoded>),
+}
+
+/// Errors of row `i` of a gathered batch name its path and row id.
+fn row_error(batch: &RecordBatch, i: usize) -> impl Fn(kiln_core::Error) -> Error {
+    let paths = column::<StringArray>(batch, "path").ok();
+    let ids = column::<UInt64Array>(batch, "row_id").ok();
+    let path = match (paths, ids) {
+        (Some(p), Some(id)) => format!("{} (row {})", p.value(i), id.value(i)),
+        _ => format!("row {i}"),
+    };
+    move |source| Error::Item {
+        path: path.clone(),
+        source,
+    }
+}
+
 impl Finisher {
-    /// Runs the entry's spec on raw rows, keeping row order: on the CPU in parallel; on the GPU
-    /// decoded in parallel, then run as one device batch per shape.
-    fn transform(&self, batch: RecordBatch) -> Result<RecordBatch> {
+    /// The host's share: on the CPU backend, the spec on every raw row; on the GPU, decoding.
+    /// Runs in parallel over the rows, on the stage before the device's.
+    fn prepare(&self, gathered: RecordBatch) -> Result<Prepared> {
         let Some((pipeline, layout)) = &self.raw else {
-            return Ok(batch);
+            return Ok(Prepared {
+                gathered,
+                host: Host::Stored,
+            });
         };
-        let ids = column::<UInt64Array>(&batch, "row_id")?;
-        let paths = column::<StringArray>(&batch, "path")?;
-        let labels = column::<StringArray>(&batch, "label")?;
-        let indices = column::<Int32Array>(&batch, "label_index")?;
-        let content = column::<BinaryArray>(&batch, "content")?;
-        let item = |i: usize| {
-            let path = format!("{} (row {})", paths.value(i), ids.value(i));
-            move |source| Error::Item { path, source }
-        };
-        let tensors: Vec<kiln_core::Tensor> = match &self.config.backend {
-            AnyBackend::Gpu(gpu) => {
-                let decoded = parallel_map(batch.num_rows(), self.config.threads, |i| {
-                    pipeline.decode_with_warnings(content.value(i)).map_err(item(i))
-                })?;
-                crate::transform::run_decoded_on_gpu(pipeline, gpu, decoded)
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, t)| t.map_err(item(i)))
-                    .collect::<Result<_>>()?
+        let content = column::<BinaryArray>(&gathered, "content")?;
+        let host = match &self.config.backend {
+            AnyBackend::Gpu(_) => {
+                Host::Decoded(parallel_map(gathered.num_rows(), self.config.threads, |i| {
+                    pipeline
+                        .decode_with_warnings(content.value(i))
+                        .map_err(row_error(&gathered, i))
+                })?)
             }
-            backend => parallel_map(batch.num_rows(), self.config.threads, |i| {
-                pipeline
-                    .run(backend as &dyn Backend, content.value(i))
-                    .map_err(item(i))
-            })?,
+            backend => {
+                let tensors = parallel_map(gathered.num_rows(), self.config.threads, |i| {
+                    pipeline
+                        .run(backend as &dyn Backend, content.value(i))
+                        .map_err(row_error(&gathered, i))
+                })?;
+                Host::Transformed(rows_with_tensors(&gathered, layout, tensors)?)
+            }
         };
-        let rows: Vec<Row> = tensors
-            .into_iter()
-            .enumerate()
-            .map(|(i, tensor)| Row {
-                row_id: ids.value(i),
-                path: paths.value(i).to_owned(),
-                label: labels.is_valid(i).then(|| labels.value(i).to_owned()),
-                label_index: indices.is_valid(i).then(|| indices.value(i)),
-                payload: Payload::Tensor(tensor),
-            })
-            .collect();
-        let schema = crate::shards::schema(layout);
-        to_batch(&schema, layout, &rows)
+        Ok(Prepared { gathered, host })
     }
 
     /// Tensors of a gathered tensor-entry batch, uploaded as one `(n, ...shape)` device tensor.
@@ -378,28 +407,24 @@ impl Finisher {
         Ok(gpu.upload_tensor(&tensors.all_values().to_tensor(shape))?)
     }
 
-    /// Raw rows decoded on the host (in parallel), their spec run on the device as one batch
-    /// per shape, the results left there in row order.
-    fn device_transform(&self, gpu: &Arc<GpuBackend>, batch: &RecordBatch) -> Result<GpuTensor> {
+    /// Decoded raw rows run on the device as one batch per shape, the results left there in
+    /// row order.
+    fn device_transform(
+        &self,
+        gpu: &Arc<GpuBackend>,
+        batch: &RecordBatch,
+        decoded: Vec<kiln_core::Decoded>,
+    ) -> Result<GpuTensor> {
         let (pipeline, _) = self.raw.as_ref().expect("raw entry");
-        let content = column::<BinaryArray>(batch, "content")?;
-        let paths = column::<StringArray>(batch, "path")?;
-        let item = |i: usize| {
-            let path = paths.value(i).to_owned();
-            move |source| Error::Item { path, source }
-        };
-        let decoded = parallel_map(batch.num_rows(), self.config.threads, |i| {
-            pipeline.decode_with_warnings(content.value(i)).map_err(item(i))
-        })?;
         let mut parts = Vec::new();
-        let mut order = vec![(0, 0); batch.num_rows()];
+        let mut order = vec![(0, 0); decoded.len()];
         for group in crate::transform::same_shape_groups(decoded) {
             let (positions, inputs): (Vec<usize>, Vec<kiln_core::Tensor>) = group.members.into_iter().unzip();
             let first = positions[0];
-            let plan = pipeline.plan(group.key).map_err(item(first))?;
+            let plan = pipeline.plan(group.key).map_err(row_error(batch, first))?;
             let part = gpu
                 .execute_batch_resident(&plan, inputs)
-                .map_err(|e| item(first)(e.into()))?;
+                .map_err(|e| row_error(batch, first)(e.into()))?;
             for (row, position) in positions.into_iter().enumerate() {
                 order[position] = (parts.len(), row);
             }
@@ -411,18 +436,32 @@ impl Finisher {
         Ok(gpu.gather_rows(&parts, &order)?)
     }
 
-    fn finish(&self, gathered: RecordBatch) -> Result<(RecordBatch, Option<GpuTensor>)> {
+    /// The device's share (the spec on decoded rows, uploads), then the columns asked for.
+    fn complete(&self, prepared: Prepared) -> Result<(RecordBatch, Option<GpuTensor>)> {
+        let Prepared { gathered, host } = prepared;
         let device_gpu = match (&self.config.backend, self.config.device_output) {
             (AnyBackend::Gpu(gpu), true) => Some(gpu.clone()),
             _ => None,
         };
-        let (batch, device) = match device_gpu {
-            None => (self.transform(gathered)?, None),
-            Some(gpu) => {
-                let device = if self.raw.is_some() {
-                    self.device_transform(&gpu, &gathered)?
-                } else {
-                    self.upload_tensors(&gpu, &gathered)?
+        let (batch, device) = match (device_gpu, host) {
+            (_, Host::Transformed(batch)) => (batch, None),
+            (None, Host::Stored) => (gathered, None),
+            (None, Host::Decoded(decoded)) => {
+                let (pipeline, layout) = self.raw.as_ref().expect("decoded rows are raw");
+                let AnyBackend::Gpu(gpu) = &self.config.backend else {
+                    unreachable!("rows are decoded for the GPU only")
+                };
+                let tensors = crate::transform::run_decoded_on_gpu(pipeline, gpu, decoded)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, t)| t.map_err(row_error(&gathered, i)))
+                    .collect::<Result<Vec<_>>>()?;
+                (rows_with_tensors(&gathered, layout, tensors)?, None)
+            }
+            (Some(gpu), host) => {
+                let device = match host {
+                    Host::Decoded(decoded) => self.device_transform(&gpu, &gathered, decoded)?,
+                    _ => self.upload_tensors(&gpu, &gathered)?,
                 };
                 // The tensors live on the device; the batch keeps the other columns.
                 let schema = gathered.schema();
@@ -456,6 +495,30 @@ impl Finisher {
         };
         Ok((batch, device))
     }
+}
+
+/// The gathered rows' columns with `tensors` (one per row) in place of `content`.
+fn rows_with_tensors(
+    gathered: &RecordBatch,
+    layout: &Layout,
+    tensors: Vec<kiln_core::Tensor>,
+) -> Result<RecordBatch> {
+    let ids = column::<UInt64Array>(gathered, "row_id")?;
+    let paths = column::<StringArray>(gathered, "path")?;
+    let labels = column::<StringArray>(gathered, "label")?;
+    let indices = column::<Int32Array>(gathered, "label_index")?;
+    let rows: Vec<Row> = tensors
+        .into_iter()
+        .enumerate()
+        .map(|(i, tensor)| Row {
+            row_id: ids.value(i),
+            path: paths.value(i).to_owned(),
+            label: labels.is_valid(i).then(|| labels.value(i).to_owned()),
+            label_index: indices.is_valid(i).then(|| indices.value(i)),
+            payload: Payload::Tensor(tensor),
+        })
+        .collect();
+    to_batch(&crate::shards::schema(layout), layout, &rows)
 }
 
 #[cfg(test)]
