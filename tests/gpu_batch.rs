@@ -190,3 +190,39 @@ fn a_batch_of_mixed_shapes_or_no_inputs_is_an_error() {
     let err = gpu.execute_batch(&plan, Vec::new()).unwrap_err();
     assert!(err.to_string().contains("an empty batch"), "{err}");
 }
+
+/// ToTensor and the Normalize steps after it run as a per-channel lookup computed with the
+/// CPU's arithmetic (exact on any device); layout changes and unpadded crops in between fold
+/// in, a padded crop does not. Every order gives the CPU's bits.
+#[test]
+fn float_image_ops_equal_the_cpu_in_every_order() {
+    let gpu = gpu();
+    let mut rng = Rng::new(77);
+    let norm = r#"{"op": "normalize", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}"#;
+    let norm2 = r#"{"op": "normalize", "mean": [0.1], "std": [0.3]}"#;
+    let orders = [
+        r#"[{"op": "to_float"}]"#.to_string(),
+        format!(r#"[{{"op": "to_float"}}, {norm}]"#),
+        format!(r#"[{{"op": "to_float"}}, {norm}, {{"op": "layout", "to": "chw"}}]"#),
+        format!(r#"[{{"op": "to_float"}}, {{"op": "layout", "to": "chw"}}, {norm}]"#),
+        format!(r#"[{{"op": "layout", "to": "chw"}}, {{"op": "to_float"}}, {norm}, {norm2}]"#),
+        format!(r#"[{{"op": "to_float"}}, {{"op": "center_crop", "height": 20, "width": 30}}, {norm}]"#),
+        format!(r#"[{{"op": "to_float"}}, {{"op": "center_crop", "height": 50, "width": 70}}, {norm}]"#),
+    ];
+    for ops in &orders {
+        let spec = Spec::from_json(&format!(
+            r#"{{"ops": [{{"op": "decode_image", "mode": "RGB"}}, {}]}}"#,
+            &ops[1..ops.len() - 1]
+        ))
+        .unwrap();
+        let dims = ImageDims::decoded(41, 63, ImageMode::Rgb);
+        let plan = Pipeline::new(spec).plan(PlanKey::Image(dims)).unwrap();
+        let inputs = images(&mut rng, dims, 3);
+        let got = gpu.execute_batch(&plan, inputs.clone()).unwrap();
+        for (g, input) in got.iter().zip(inputs) {
+            let want = CpuBackend.execute(&plan, input).unwrap();
+            assert_eq!(g.shape, want.shape, "{ops}");
+            assert!(bits(g) == bits(&want), "{ops}: differs from the CPU");
+        }
+    }
+}

@@ -477,7 +477,18 @@ impl GpuBackend {
         // Every kernel indexes the batch: audio kernels treat it as a leading axis like
         // channels, image kernels as workgroup z.
         let mut t = self.upload(&mut rec, inputs)?;
-        for step in &plan.steps {
+        // Normalize steps folded into an earlier ToTensor lookup (see `float_image_table`).
+        let mut folded = vec![false; plan.steps.len()];
+        for (index, step) in plan.steps.iter().enumerate() {
+            if folded[index] {
+                continue;
+            }
+            if let Step::ToFloat = step {
+                let (dims, table, normalizes) = float_image_table(&plan.steps[index + 1..]);
+                normalizes.iter().for_each(|&n| folded[index + 1 + n] = true);
+                t = self.image.lookup_float(&mut rec, dims.as_ref(), &table, t)?;
+                continue;
+            }
             t = match step {
                 Step::Stft(p) => self.audio.stft(&mut rec, &self.resources, p, t)?,
                 Step::Magnitude { power } => self.audio.magnitude(&mut rec, *power, t)?,
@@ -697,6 +708,68 @@ impl GpuBackend {
     pub fn queue(&self) -> &wgpu::Queue {
         &self.queue
     }
+}
+
+/// The table that turns uint8 values into what ToTensor and the Normalize steps after it give,
+/// computed with the CPU reference's own functions, so the device's result is exact whatever
+/// its float arithmetic. Normalize steps fold in when only layout changes and crops that need
+/// no padding lie between (they move values without changing them; a padded crop inserts
+/// zeros that a later Normalize must see). Returns the dims the channels are read in at the
+/// ToTensor step (`None`: one channel), 256 values per channel, and the folded steps'
+/// positions in `after`.
+fn float_image_table(after: &[Step]) -> (Option<kiln_core::image::ImageDims>, Vec<f32>, Vec<usize>) {
+    use kiln_core::image::ops;
+    let all: Vec<u8> = (0..=255).collect();
+    let base = ops::to_float(&all);
+    let mut normalizes = Vec::new();
+    // The layout at the ToTensor step, learnt from the first step that names one.
+    let mut dims_at_start: Option<kiln_core::image::ImageDims> = None;
+    for (i, step) in after.iter().enumerate() {
+        match step {
+            Step::Normalize { dims, .. } => {
+                dims_at_start.get_or_insert(*dims);
+                normalizes.push(i);
+            }
+            Step::Layout { input, .. } => {
+                dims_at_start.get_or_insert(*input);
+            }
+            Step::CenterCrop {
+                input,
+                top,
+                left,
+                output,
+            } if *top >= 0
+                && *left >= 0
+                && *top as usize + output.height <= input.height
+                && *left as usize + output.width <= input.width =>
+            {
+                dims_at_start.get_or_insert(*input);
+            }
+            _ => break,
+        }
+    }
+    let Some(start) = dims_at_start.filter(|_| !normalizes.is_empty()) else {
+        return (None, base, Vec::new());
+    };
+    let mut table = Vec::with_capacity(256 * start.channels);
+    for ch in 0..start.channels {
+        let mut values = base.clone();
+        for &n in &normalizes {
+            if let Step::Normalize { mean, std, .. } = &after[n] {
+                // One channel's worth, through the CPU's own normalize.
+                let one = kiln_core::image::ImageDims {
+                    height: 1,
+                    width: values.len(),
+                    channels: 1,
+                    chw: false,
+                    channel_axis: true,
+                };
+                ops::normalize(&mut values, &one, &mean[ch..=ch], &std[ch..=ch]);
+            }
+        }
+        table.extend(values);
+    }
+    (Some(start), table, normalizes)
 }
 
 /// Errors that a smaller batch avoids: a buffer or dispatch beyond the device's limits.

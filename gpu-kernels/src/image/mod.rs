@@ -25,6 +25,7 @@ pub(crate) struct ImageKernels {
     center_crop: Kernel,
     to_float: Kernel,
     unpack_bytes: Kernel,
+    lookup_float: Kernel,
     normalize: Kernel,
     relayout: Kernel,
 }
@@ -118,6 +119,7 @@ impl ImageKernels {
             center_crop: Kernel::new(device, &pixels, "center_crop", &pix),
             to_float: Kernel::new(device, &pixels, "to_float", &pix),
             unpack_bytes: Kernel::new(device, &pixels, "unpack_bytes", &pix),
+            lookup_float: Kernel::new(device, &pixels, "lookup_float", &pix),
             normalize: Kernel::new(device, &pixels, "normalize", &pix),
             relayout: Kernel::new(device, &pixels, "relayout", &pix),
         }
@@ -375,6 +377,50 @@ impl ImageKernels {
         };
         let params = pixel_params(OP, &dims, 0, 0, 0, 0, false)?;
         self.per_pixel(rec, OP, &self.unpack_bytes, &params, packed, None, count, 0, 1)
+    }
+
+    /// uint8 values to floats through `table` (256 f32 per channel of `dims`; one channel when
+    /// `dims` is `None`, for a bare ToTensor): see `lookup_float` in `pixels.wgsl`.
+    pub(crate) fn lookup_float(
+        &self,
+        rec: &mut Recorder,
+        dims: Option<&ImageDims>,
+        table: &[f32],
+        input: DeviceTensor,
+    ) -> Result<DeviceTensor> {
+        const OP: &str = "to_float";
+        let (batch, image) = batched(OP, &input)?;
+        let count = elements(OP, &image)?;
+        let flat = ImageDims {
+            height: 1,
+            width: count,
+            channels: 1,
+            chw: false,
+            channel_axis: true,
+        };
+        let dims = dims.unwrap_or(&flat);
+        if pixels(OP, dims)? != count {
+            return Err(missing(OP, "image of the normalize step's size"));
+        }
+        let params = pixel_params(OP, dims, 0, 0, 0, 0, dims.chw)?;
+        let bits: Vec<u32> = table.iter().map(|v| v.to_bits()).collect();
+        let table = rec.upload("to_float table", bytemuck::cast_slice(&bits))?;
+        let buffer = self.per_pixel(
+            rec,
+            OP,
+            &self.lookup_float,
+            &params,
+            &input.buffer,
+            Some(&table),
+            count,
+            count,
+            batch,
+        )?;
+        Ok(DeviceTensor {
+            buffer,
+            shape: input.shape,
+            dtype: DType::F32,
+        })
     }
 
     pub(crate) fn to_float(&self, rec: &mut Recorder, input: DeviceTensor) -> Result<DeviceTensor> {

@@ -144,6 +144,26 @@ fn unpack_bytes(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workg
     dst[d + i] = (src[s + i / 4u] >> (8u * (i % 4u))) & 0xffu;
 }
 
+// ToTensor and the Normalize steps after it as one lookup: the input is uint8, so each channel
+// has 256 possible results, computed on the host with the CPU reference's arithmetic (`table`,
+// f32 bits, 256 per channel). Exact on any device, whatever its division or fused multiply-add
+// do. `chw` and the dims say which channel a value belongs to.
+@compute @workgroup_size(256)
+fn lookup_float(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = flat_index(id, groups);
+    let s = src_base(id);
+    let d = dst_base(id);
+    let c = params.channels;
+    if (i >= pixel_count() * c) {
+        return;
+    }
+    var ch = i % c;
+    if (params.chw == 1u) {
+        ch = i / pixel_count();
+    }
+    dst[d + i] = table[ch * 256u + min(src[s + i], 255u)];
+}
+
 @compute @workgroup_size(256)
 fn to_float(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_index(id, groups);
