@@ -483,12 +483,6 @@ impl GpuBackend {
             if folded[index] {
                 continue;
             }
-            if let Step::ToFloat = step {
-                let (dims, table, normalizes) = float_image_table(&plan.steps[index + 1..]);
-                normalizes.iter().for_each(|&n| folded[index + 1 + n] = true);
-                t = self.image.lookup_float(&mut rec, dims.as_ref(), &table, t)?;
-                continue;
-            }
             t = match step {
                 Step::Stft(p) => self.audio.stft(&mut rec, &self.resources, p, t)?,
                 Step::Magnitude { power } => self.audio.magnitude(&mut rec, *power, t)?,
@@ -505,7 +499,11 @@ impl GpuBackend {
                     left,
                     output,
                 } => self.image.center_crop(&mut rec, input, *top, *left, output, t)?,
-                Step::ToFloat => self.image.to_float(&mut rec, t)?,
+                Step::ToFloat => {
+                    let (dims, table, normalizes) = float_image_table(&plan.steps[index + 1..]);
+                    normalizes.iter().for_each(|&n| folded[index + 1 + n] = true);
+                    self.image.lookup_float(&mut rec, dims.as_ref(), &table, t)?
+                }
                 Step::Normalize { dims, mean, std } => self.image.normalize(&mut rec, dims, mean, std, t)?,
                 Step::Layout { input, output } => self.image.layout(&mut rec, input, output, t)?,
             };

@@ -23,7 +23,6 @@ pub(crate) struct ImageKernels {
     unpremultiply: Kernel,
     nearest: Kernel,
     center_crop: Kernel,
-    to_float: Kernel,
     unpack_bytes: Kernel,
     lookup_float: Kernel,
     normalize: Kernel,
@@ -90,6 +89,17 @@ fn with_batch(batch: usize, image: Vec<usize>) -> Vec<usize> {
     std::iter::once(batch).chain(image).collect()
 }
 
+/// `count` values as a one-channel, one-row image: how the per-value kernels see a tensor.
+fn flat(count: usize) -> ImageDims {
+    ImageDims {
+        height: 1,
+        width: count,
+        channels: 1,
+        chw: false,
+        channel_axis: true,
+    }
+}
+
 /// Values in an image of `dims` (checked: crop and layout dims come from the spec).
 fn pixels(op: &'static str, dims: &ImageDims) -> Result<usize> {
     elements(op, &[dims.height, dims.width, dims.channels])
@@ -117,7 +127,6 @@ impl ImageKernels {
             unpremultiply: Kernel::new(device, &pixels, "unpremultiply", &pix),
             nearest: Kernel::new(device, &pixels, "nearest", &pix),
             center_crop: Kernel::new(device, &pixels, "center_crop", &pix),
-            to_float: Kernel::new(device, &pixels, "to_float", &pix),
             unpack_bytes: Kernel::new(device, &pixels, "unpack_bytes", &pix),
             lookup_float: Kernel::new(device, &pixels, "lookup_float", &pix),
             normalize: Kernel::new(device, &pixels, "normalize", &pix),
@@ -368,13 +377,7 @@ impl ImageKernels {
         count: usize,
     ) -> Result<wgpu::Buffer> {
         const OP: &str = "input tensor";
-        let dims = ImageDims {
-            height: 1,
-            width: count,
-            channels: 1,
-            chw: false,
-            channel_axis: true,
-        };
+        let dims = flat(count);
         let params = pixel_params(OP, &dims, 0, 0, 0, 0, false)?;
         self.per_pixel(rec, OP, &self.unpack_bytes, &params, packed, None, count, 0, 1)
     }
@@ -391,14 +394,8 @@ impl ImageKernels {
         const OP: &str = "to_float";
         let (batch, image) = batched(OP, &input)?;
         let count = elements(OP, &image)?;
-        let flat = ImageDims {
-            height: 1,
-            width: count,
-            channels: 1,
-            chw: false,
-            channel_axis: true,
-        };
-        let dims = dims.unwrap_or(&flat);
+        let one_channel = flat(count);
+        let dims = dims.unwrap_or(&one_channel);
         if pixels(OP, dims)? != count {
             return Err(missing(OP, "image of the normalize step's size"));
         }
@@ -412,35 +409,6 @@ impl ImageKernels {
             &params,
             &input.buffer,
             Some(&table),
-            count,
-            count,
-            batch,
-        )?;
-        Ok(DeviceTensor {
-            buffer,
-            shape: input.shape,
-            dtype: DType::F32,
-        })
-    }
-
-    pub(crate) fn to_float(&self, rec: &mut Recorder, input: DeviceTensor) -> Result<DeviceTensor> {
-        let (batch, image) = batched("to_float", &input)?;
-        let count = elements("to_float", &image)?;
-        let dims = ImageDims {
-            height: 1,
-            width: count,
-            channels: 1,
-            chw: false,
-            channel_axis: true,
-        };
-        let params = pixel_params("to_float", &dims, 0, 0, 0, 0, false)?;
-        let buffer = self.per_pixel(
-            rec,
-            "to_float",
-            &self.to_float,
-            &params,
-            &input.buffer,
-            None,
             count,
             count,
             batch,

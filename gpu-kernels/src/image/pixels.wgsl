@@ -1,8 +1,8 @@
 // Per-pixel image kernels: Pillow's premultiplied alpha, NEAREST gathers, torchvision's centre
-// crop, ToTensor scaling, Normalize and HWC <-> CHW. Values are one u32 per element (uint8
-// images) or f32 bits; crop and layout move bits and so serve both. A batch of same-size
-// images runs in one dispatch: workgroup z is the image, `src_stride`/`dst_stride` the values
-// per input and output image.
+// crop, ToTensor (with the Normalize steps after it) as a lookup, Normalize and HWC <-> CHW.
+// Values are one u32 per element (uint8 images) or f32 bits; crop and layout move bits and so
+// serve both. A batch of same-size images runs in one dispatch: workgroup z is the image,
+// `src_stride`/`dst_stride` the values per input and output image.
 
 struct Params {
     height: u32,
@@ -162,17 +162,6 @@ fn lookup_float(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workg
         ch = i / pixel_count();
     }
     dst[d + i] = table[ch * 256u + min(src[s + i], 255u)];
-}
-
-@compute @workgroup_size(256)
-fn to_float(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = flat_index(id, groups);
-    let s = src_base(id);
-    let d = dst_base(id);
-    if (i >= pixel_count() * params.channels) {
-        return;
-    }
-    dst[d + i] = bitcast<u32>(f32(src[s + i]) / 255.0);
 }
 
 @compute @workgroup_size(256)
