@@ -225,8 +225,10 @@ fn bad_inputs_give_clear_errors(backend: &dyn Backend) {
     let message = run(backend, image.clone(), &jpeg[..2000]);
     assert!(message.contains("JPEG"), "{message}");
     assert!(message.contains("image file is truncated"), "{message}");
-    assert!(run(backend, image.clone(), b"GIF89a....").contains("Gif is not supported (PNG and JPEG are)"));
-    assert!(run(backend, image, b"hello, world").contains("not a PNG or JPEG file"));
+    assert!(
+        run(backend, image.clone(), b"GIF89a....").contains("Gif is not supported (PNG, JPEG and WebP are)")
+    );
+    assert!(run(backend, image, b"hello, world").contains("not a PNG, JPEG or WebP file"));
     // Padding thousands of declared channels is refused before anything is allocated.
     let many =
         json!({"ops": [{"op": "load_audio", "mono": false}, {"op": "fix_length", "size": 1u64 << 28}]});

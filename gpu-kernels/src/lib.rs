@@ -8,7 +8,7 @@
 //! Mesa's lavapipe on machines without one); [`GpuBackend::from_device`] takes a caller's
 //! device. Pipelines are built once per backend, plan tables (window, twiddles, filterbank,
 //! resize coefficients) once per plan, and every step of a plan is recorded into one command
-//! buffer with a single readback at the end. Decoding (WAV, PNG, JPEG) stays on the host.
+//! buffer with a single readback at the end. Decoding (WAV, PNG, JPEG, WebP) stays on the host.
 //!
 //! Every submission runs inside error scopes, and every buffer and dispatch is checked against
 //! the device's limits before it is made: a device error or an input too large for the device

@@ -165,7 +165,11 @@ def fix_length_cases(b):
 def image_cases(b):
     images = []
     for name, mode, (w, h), fmt in [("g_png_l_77x45", "L", (77, 45), "PNG"), ("g_png_rgb_120x200", "RGB", (120, 200), "PNG"),
-                                    ("g_png_rgba_90x61", "RGBA", (90, 61), "PNG"), ("g_jpeg_l_160x96", "L", (160, 96), "JPEG")]:
+                                    ("g_png_rgba_90x61", "RGBA", (90, 61), "PNG"), ("g_jpeg_l_160x96", "L", (160, 96), "JPEG"),
+                                    ("g_webp_lossless_rgb_83x57", "RGB", (83, 57), "WEBP-lossless"),
+                                    ("g_webp_lossless_rgba_64x40", "RGBA", (64, 40), "WEBP-lossless"),
+                                    ("g_webp_lossy_rgb_97x63", "RGB", (97, 63), "WEBP-lossy"),
+                                    ("g_webp_lossy_rgba_70x45", "RGBA", (70, 45), "WEBP-lossy")]:
         yy, xx = np.mgrid[0:h, 0:w]
         channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
         planes = []
@@ -177,8 +181,10 @@ def image_cases(b):
             arr[..., 3] = np.clip(xx * 255 // max(1, w - 1) + b.rng.integers(-20, 20, (h, w)), 0, 255)
             arr[:5, :, 3] = 0
         arr = arr[..., 0] if mode == "L" else arr
-        path = f"inputs/{name}.{'png' if fmt == 'PNG' else 'jpg'}"
-        Image.fromarray(arr, mode).save(b.out / path, fmt, **({"quality": 85} if fmt == "JPEG" else {}))
+        path = f"inputs/{name}.{ {'PNG': 'png', 'JPEG': 'jpg'}.get(fmt, 'webp') }"
+        save = {"JPEG": ("JPEG", {"quality": 85}), "WEBP-lossless": ("WEBP", {"lossless": True}),
+                "WEBP-lossy": ("WEBP", {"quality": 80})}.get(fmt, (fmt, {}))
+        Image.fromarray(arr, mode).save(b.out / path, save[0], **save[1])
         b.inputs.append({"file": path, "kind": "image", "mode": mode, "width": w, "height": h, "format": fmt})
         decoded = np.asarray(Image.open(b.out / path))
         tol = {"rule": "uint8 |actual - ref|", "max_abs_diff": 0}

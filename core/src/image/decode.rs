@@ -7,6 +7,7 @@
 use std::io::Cursor;
 
 use image::codecs::png::PngDecoder;
+use image::codecs::webp::WebPDecoder;
 use image::{ColorType, ImageDecoder, ImageFormat, Limits};
 use zune_core::bytestream::ZCursor;
 use zune_core::colorspace::ColorSpace;
@@ -74,7 +75,8 @@ pub fn decode_image(bytes: &[u8], mode: Option<ImageMode>) -> Result<Image> {
     decode_image_limited(bytes, mode, Some(DEFAULT_MAX_PIXELS)).map(|(image, _)| image)
 }
 
-/// Decodes PNG or JPEG bytes (JPEG with the pure-Rust zune-jpeg decoder).
+/// Decodes PNG, JPEG or WebP bytes (JPEG with the pure-Rust zune-jpeg decoder, WebP with
+/// `image-webp`).
 ///
 /// With `mode: None` the file's own mode is kept: gray -> `L`, RGB -> `RGB`, RGBA -> `RGBA`.
 /// Gray+alpha becomes `RGBA` and palette images are expanded (kiln has no `LA`/`P` modes);
@@ -88,14 +90,15 @@ pub fn decode_image_limited(
     max_pixels: Option<u64>,
 ) -> Result<(Image, Vec<Warning>)> {
     let format = image::guess_format(bytes)
-        .map_err(|_| Error::decode("image", "not a PNG or JPEG file (unrecognised signature)"))?;
+        .map_err(|_| Error::decode("image", "not a PNG, JPEG or WebP file (unrecognised signature)"))?;
     let (native_mode, width, height, native, warning) = match format {
         ImageFormat::Png => decode_png(bytes, max_pixels)?,
         ImageFormat::Jpeg => decode_jpeg(bytes, max_pixels)?,
+        ImageFormat::WebP => decode_webp(bytes, max_pixels)?,
         other => {
             return Err(Error::decode(
                 "image",
-                format!("{other:?} is not supported (PNG and JPEG are)"),
+                format!("{other:?} is not supported (PNG, JPEG and WebP are)"),
             ))
         }
     };
@@ -164,6 +167,67 @@ fn decode_png(bytes: &[u8], max_pixels: Option<u64>) -> Result<Decoded> {
         other => return Err(Error::decode("PNG", format!("unsupported colour type {other:?}"))),
     };
     Ok((native_mode, width, height, native, warning))
+}
+
+/// Width and height from a WebP's first chunk (the canvas of an extended file), read by hand so
+/// the decompression-bomb check needs nothing from the decoder.
+fn webp_dimensions(bytes: &[u8]) -> Result<(u32, u32)> {
+    let short = || Error::decode("WebP", "the file ends inside its header");
+    let chunk = bytes.get(12..16).ok_or_else(short)?;
+    let data = bytes.get(20..).ok_or_else(short)?;
+    let le = |at: usize, len: usize| -> Result<u32> {
+        let b = data.get(at..at + len).ok_or_else(short)?;
+        Ok(b.iter().rev().fold(0u32, |v, &x| v << 8 | u32::from(x)))
+    };
+    match chunk {
+        b"VP8 " => Ok((le(6, 2)? & 0x3fff, le(8, 2)? & 0x3fff)),
+        b"VP8L" => {
+            let bits = le(1, 4)?;
+            Ok(((bits & 0x3fff) + 1, ((bits >> 14) & 0x3fff) + 1))
+        }
+        b"VP8X" => Ok((le(4, 3)? + 1, le(7, 3)? + 1)),
+        other => Err(Error::decode(
+            "WebP",
+            format!("unknown first chunk {:?}", String::from_utf8_lossy(other)),
+        )),
+    }
+}
+
+/// Decodes a WebP (lossless or lossy; the first frame of an animation) with the pure-Rust
+/// `image-webp` decoder, to RGB or, with an alpha channel, RGBA, as Pillow opens it. Lossy
+/// frames go through the same fancy upsampling libwebp (and so Pillow) uses.
+fn decode_webp(bytes: &[u8], max_pixels: Option<u64>) -> Result<Decoded> {
+    let (width, height) = webp_dimensions(bytes)?;
+    let warning = check_pixels("WebP", width.into(), height.into(), max_pixels)?;
+    let decoder = WebPDecoder::new(Cursor::new(bytes)).map_err(|e| Error::decode("WebP", e))?;
+    if decoder.dimensions() != (width, height) {
+        return Err(Error::decode(
+            "WebP",
+            format!(
+                "the header says {width}x{height}, the image {:?}",
+                decoder.dimensions()
+            ),
+        ));
+    }
+    let color = decoder.color_type();
+    let (width, height) = (width as usize, height as usize);
+    let len = usize::try_from(decoder.total_bytes())
+        .map_err(|_| Error::decode("WebP", format!("a {width}x{height} image does not fit in memory")))?;
+    let mut raw = pixel_buffer("WebP", len, width, height)?;
+    decoder
+        .read_image(&mut raw)
+        .map_err(|e| Error::decode("WebP", e))?;
+    let native_mode = match color {
+        ColorType::Rgb8 => ImageMode::Rgb,
+        ColorType::Rgba8 => ImageMode::Rgba,
+        other => {
+            return Err(Error::decode(
+                "WebP",
+                format!("unsupported colour type {other:?}"),
+            ))
+        }
+    };
+    Ok((native_mode, width, height, raw, warning))
 }
 
 /// Decodes a JPEG with zune-jpeg to L (grayscale files) or RGB (colour, including CMYK).
@@ -363,12 +427,42 @@ mod tests {
         assert!(check_pixels("PNG", 0, 5, Some(4)).unwrap().is_some());
     }
 
+    /// A lossless WebP whose header declares `width` x `height` and that holds no pixels.
+    fn lossless_webp_header(width: u32, height: u32) -> Vec<u8> {
+        let bits = (width - 1) | (height - 1) << 14;
+        let mut chunk = vec![0x2f];
+        chunk.extend_from_slice(&bits.to_le_bytes());
+        chunk.extend_from_slice(&[0; 8]);
+        let mut out = b"RIFF".to_vec();
+        out.extend_from_slice(&(4 + 8 + chunk.len() as u32).to_le_bytes());
+        out.extend_from_slice(b"WEBPVP8L");
+        out.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+        out.extend_from_slice(&chunk);
+        out
+    }
+
+    #[test]
+    fn webp_decodes_and_a_truncated_one_is_an_error_naming_webp() {
+        let (w, h) = (23u32, 11u32);
+        let pixels: Vec<u8> = (0..w * h * 3).map(|i| (i * 37 % 251) as u8).collect();
+        let mut bytes = Vec::new();
+        image::codecs::webp::WebPEncoder::new_lossless(&mut bytes)
+            .encode(&pixels, w, h, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        let image = decode_image(&bytes, None).unwrap();
+        assert_eq!((image.width, image.height, image.mode), (23, 11, ImageMode::Rgb));
+        assert_eq!(image.pixels, pixels, "lossless WebP round trip");
+        let error = decode_image(&bytes[..bytes.len() / 2], None).unwrap_err();
+        assert!(error.to_string().contains("WebP"), "{error}");
+    }
+
     #[test]
     fn declared_bombs_are_refused_quickly_before_decoding() {
         let cases = [
             ("JPEG", gray_jpeg(60000, 60000, 1200), 3_600_000_000u64),
             ("JPEG", gray_jpeg(20000, 20000, 100), 400_000_000),
             ("PNG", gray_png(20000, 20000, &[vec![0; 20000]]), 400_000_000),
+            ("WebP", lossless_webp_header(16384, 16384), 268_435_456),
         ];
         for (format, bytes, pixels) in cases {
             let start = Instant::now();

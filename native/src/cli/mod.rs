@@ -37,7 +37,7 @@ enum Command {
         /// Transform spec (JSON: {"ops": [...]}).
         #[arg(long)]
         spec: PathBuf,
-        /// Input WAV, PNG or JPEG file.
+        /// Input WAV, PNG, JPEG or WebP file.
         input: PathBuf,
         /// Output .npy path (written atomically).
         #[arg(short = 'o', long = "output")]
