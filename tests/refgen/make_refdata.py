@@ -204,6 +204,22 @@ def image_cases(b):
                         "tolerance": {"rule": "uint8 |actual - ref|", "max_abs_diff": 0}})
 
 
+def png16_cases(b):
+    """16-bit grayscale PNG (Pillow's I;16), decoded as L and RGB the way Pillow 13 converts it."""
+    h, w = 37, 53
+    yy, xx = np.mgrid[0:h, 0:w]
+    arr = (xx * 1237 + yy * 311 + b.rng.integers(0, 400, (h, w))) % 65536
+    arr[0, :8] = [0, 1, 254, 255, 256, 1000, 40000, 65535]
+    path = "inputs/g_png_i16_53x37.png"
+    Image.fromarray(arr.astype(np.uint16)).save(b.out / path, "PNG")
+    assert Image.open(b.out / path).mode == "I;16"
+    b.inputs.append({"file": path, "kind": "image", "mode": "I;16", "width": w, "height": h, "format": "PNG"})
+    for mode in ("L", "RGB"):
+        b.save(f"g_png_i16_53x37_decode_{mode.lower()}", np.asarray(Image.open(b.out / path).convert(mode)),
+               {"category": "image_decode", "input": path, "library": "Pillow", "function": f"Image.convert({mode!r})",
+                "params": {"mode": mode}, "tolerance": {"rule": "uint8 |actual - ref|", "max_abs_diff": 0}})
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out")
@@ -213,6 +229,7 @@ def main():
     audio_cases(b)
     fix_length_cases(b)
     image_cases(b)
+    png16_cases(b)
     b.write_manifest()
     print(f"{len(b.cases)} cases written to {args.out}")
 

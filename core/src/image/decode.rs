@@ -80,7 +80,8 @@ pub fn decode_image(bytes: &[u8], mode: Option<ImageMode>) -> Result<Image> {
 ///
 /// With `mode: None` the file's own mode is kept: gray -> `L`, RGB -> `RGB`, RGBA -> `RGBA`.
 /// Gray+alpha becomes `RGBA` and palette images are expanded (kiln has no `LA`/`P` modes);
-/// 16-bit samples keep their high byte, as Pillow's 16-bit RGB PNG reader does.
+/// 16-bit colour samples keep their high byte, as Pillow's 16-bit RGB PNG reader does; 16-bit
+/// gray clips at 255, as Pillow 13 converts its `I;16` images to `L`.
 ///
 /// The dimensions in the header are checked with [`check_pixels`] against `max_pixels` before
 /// anything is decoded; the warnings it gives come back beside the image.
@@ -157,7 +158,7 @@ fn decode_png(bytes: &[u8], max_pixels: Option<u64>) -> Result<Decoded> {
         .map_err(|e| Error::decode("PNG", e))?;
     let (native_mode, native) = match color {
         ColorType::L8 => (ImageMode::L, raw),
-        ColorType::L16 => (ImageMode::L, high_bytes(&raw)),
+        ColorType::L16 => (ImageMode::L, clip_to_byte(&raw)),
         ColorType::La8 => (ImageMode::Rgba, gray_alpha_to_rgba(&raw)),
         ColorType::La16 => (ImageMode::Rgba, gray_alpha_to_rgba(&high_bytes(&raw))),
         ColorType::Rgb8 => (ImageMode::Rgb, raw),
@@ -283,6 +284,16 @@ fn decode_jpeg(bytes: &[u8], max_pixels: Option<u64>) -> Result<Decoded> {
 }
 
 /// The high byte of each native-endian 16-bit sample (as `image` lays them out).
+/// 16-bit gray (Pillow's `I;16`) to 8 bits as Pillow 13's `convert("L")` does it: values
+/// above 255 clip to 255 (16-bit colour keeps the high byte instead, as Pillow reads it).
+/// Samples come from the decoder in native byte order.
+fn clip_to_byte(samples: &[u8]) -> Vec<u8> {
+    samples
+        .chunks_exact(2)
+        .map(|s| u16::from_ne_bytes([s[0], s[1]]).min(255) as u8)
+        .collect()
+}
+
 fn high_bytes(samples: &[u8]) -> Vec<u8> {
     samples
         .chunks_exact(2)
