@@ -14,16 +14,6 @@ fn gpu() -> GpuBackend {
     GpuBackend::new().expect("GPU tests need an adapter (lavapipe in CI)")
 }
 
-fn since(before: GpuStats, after: GpuStats) -> GpuStats {
-    GpuStats {
-        batches: after.batches - before.batches,
-        items: after.items - before.items,
-        uploads: after.uploads - before.uploads,
-        submissions: after.submissions - before.submissions,
-        readbacks: after.readbacks - before.readbacks,
-    }
-}
-
 fn images(rng: &mut Rng, dims: ImageDims, count: usize) -> Vec<Tensor> {
     (0..count)
         .map(|_| {
@@ -79,7 +69,7 @@ fn image_batches_equal_the_cpu_in_one_upload_submission_and_readback() {
             .collect();
         let before = gpu.stats();
         let got = gpu.execute_batch(&plan, inputs).unwrap();
-        let cost = since(before, gpu.stats());
+        let cost = gpu.stats().since(before);
         assert_eq!(
             cost,
             GpuStats {
@@ -145,7 +135,7 @@ fn audio_batches_equal_batches_of_one_and_stay_on_the_device_when_asked() {
             .collect();
         let before = gpu.stats();
         let batched = gpu.execute_batch(&plan, clips.clone()).unwrap();
-        let cost = since(before, gpu.stats());
+        let cost = gpu.stats().since(before);
         assert_eq!((cost.uploads, cost.submissions, cost.readbacks), (1, 1, 1));
         for (i, (b, s)) in batched.iter().zip(&singles).enumerate() {
             assert_eq!(b.shape, s.shape, "{channels:?} item {i}");
@@ -159,7 +149,7 @@ fn audio_batches_equal_batches_of_one_and_stay_on_the_device_when_asked() {
 
         let before = gpu.stats();
         let resident = gpu.execute_batch_resident(&plan, clips.clone()).unwrap();
-        let cost = since(before, gpu.stats());
+        let cost = gpu.stats().since(before);
         assert_eq!((cost.uploads, cost.submissions, cost.readbacks), (1, 1, 0));
         let mut stacked_shape = vec![4];
         stacked_shape.extend(&batched[0].shape);

@@ -203,7 +203,7 @@ pub struct GpuBackend {
 /// What a [`GpuBackend`] has sent to its device since it was opened ([`GpuBackend::stats`]).
 /// A batch of any size costs one input upload, one submission and, unless it stays on the
 /// device, one readback.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GpuStats {
     /// Plans run, each over a batch of one or more inputs.
     pub batches: u64,
@@ -213,6 +213,19 @@ pub struct GpuStats {
     pub uploads: u64,
     pub submissions: u64,
     pub readbacks: u64,
+}
+
+impl GpuStats {
+    /// The work done between an earlier reading, `before`, and this one.
+    pub fn since(self, before: GpuStats) -> GpuStats {
+        GpuStats {
+            batches: self.batches.saturating_sub(before.batches),
+            items: self.items.saturating_sub(before.items),
+            uploads: self.uploads.saturating_sub(before.uploads),
+            submissions: self.submissions.saturating_sub(before.submissions),
+            readbacks: self.readbacks.saturating_sub(before.readbacks),
+        }
+    }
 }
 
 impl std::fmt::Debug for GpuBackend {

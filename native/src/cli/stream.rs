@@ -138,7 +138,7 @@ pub fn run(args: StreamArgs) -> Result<()> {
         }
         if let (Some(gpu), Some(before)) = (backend.gpu(), gpu_before) {
             // Includes the readbacks this command makes to checksum device batches.
-            report["gpu"] = serde_json::to_value(kiln::convert::GpuActivity::between(before, gpu.stats()))?;
+            report["gpu"] = serde_json::to_value(gpu.stats().since(before))?;
         }
         writeln!(out, "{report}")?;
     } else {

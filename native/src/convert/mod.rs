@@ -129,30 +129,8 @@ pub struct ConvertReport {
     pub seconds: f64,
     /// What this run sent to the GPU (absent on the CPU backend).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub gpu: Option<GpuActivity>,
-}
-
-/// Device work of one run: a batch costs one upload, one submission and one readback.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
-pub struct GpuActivity {
-    pub batches: u64,
-    pub items: u64,
-    pub uploads: u64,
-    pub submissions: u64,
-    pub readbacks: u64,
-}
-
-impl GpuActivity {
-    /// The work between two readings of a backend's counters.
-    pub fn between(before: kiln_gpu::GpuStats, after: kiln_gpu::GpuStats) -> Self {
-        GpuActivity {
-            batches: after.batches - before.batches,
-            items: after.items - before.items,
-            uploads: after.uploads - before.uploads,
-            submissions: after.submissions - before.submissions,
-            readbacks: after.readbacks - before.readbacks,
-        }
-    }
+    /// A batch costs one upload, one submission and one readback.
+    pub gpu: Option<kiln_gpu::GpuStats>,
 }
 
 /// Converts (or finds in the cache) the source described by `opts`.
@@ -189,7 +167,7 @@ async fn convert_async(opts: &ConvertOptions) -> Result<ConvertReport> {
             .backend
             .gpu()
             .zip(gpu_before)
-            .map(|(g, before)| GpuActivity::between(before, g.stats())),
+            .map(|(g, before)| g.stats().since(before)),
     };
     if let Ok(manifest) = read_manifest(&entry) {
         if job.retryable(&manifest).is_empty() {
