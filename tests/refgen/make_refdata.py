@@ -19,6 +19,10 @@ import numpy as np
 import soundfile as sf
 from PIL import Image
 
+import audio_formats
+import jpeg_variants
+import png_modes
+
 TOL = {"rule": "elementwise |actual - ref| <= atol + rtol * |ref|"}
 
 
@@ -230,6 +234,10 @@ def main():
     fix_length_cases(b)
     image_cases(b)
     png16_cases(b)
+    # Each format family has its own module (one owner per file).
+    png_modes.cases(b)
+    jpeg_variants.cases(b)
+    audio_formats.cases(b)
     b.write_manifest()
     print(f"{len(b.cases)} cases written to {args.out}")
 
