@@ -2,6 +2,7 @@
 //! resampling, centre crop, scaling to float, normalisation and layout.
 
 pub mod decode;
+pub mod jpeg;
 pub mod ops;
 pub mod resize;
 
