@@ -6,9 +6,8 @@
 
 use std::io::Cursor;
 
-use image::codecs::png::PngDecoder;
 use image::codecs::webp::WebPDecoder;
-use image::{ColorType, ImageDecoder, ImageFormat, Limits};
+use image::{ColorType, ImageDecoder, ImageFormat};
 use zune_core::bytestream::ZCursor;
 use zune_core::colorspace::ColorSpace;
 use zune_core::options::DecoderOptions;
@@ -18,6 +17,8 @@ use crate::error::{Error, Result, Warning};
 use crate::limits::DEFAULT_MAX_PIXELS;
 use crate::spec::ImageMode;
 
+mod png;
+
 /// A decoded 8-bit image, `(H, W, C)` row-major.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Image {
@@ -26,12 +27,6 @@ pub struct Image {
     pub mode: ImageMode,
     pub pixels: Vec<u8>,
 }
-
-/// Memory the PNG decoder may use besides the pixels (decompressed ICC profiles and text,
-/// row buffers on top of [`PNG_ROWS_BUDGET`] rows): a zlib bomb in a metadata chunk stops here.
-const PNG_METADATA_BUDGET: u64 = 64 << 20;
-/// Rows of the widest (RGBA, 16-bit) layout the PNG decoder may buffer besides the pixels.
-const PNG_ROWS_BUDGET: u64 = 8;
 
 /// Pillow's `Image._decompression_bomb_check` for a `width` x `height` image.
 ///
@@ -69,7 +64,7 @@ pub fn check_pixels(
     }))
 }
 
-/// Decodes PNG or JPEG bytes with Pillow's default decompression-bomb limit; see
+/// Decodes PNG, JPEG or WebP bytes with Pillow's default decompression-bomb limit; see
 /// [`decode_image_limited`] (this drops its warning).
 pub fn decode_image(bytes: &[u8], mode: Option<ImageMode>) -> Result<Image> {
     decode_image_limited(bytes, mode, Some(DEFAULT_MAX_PIXELS)).map(|(image, _)| image)
@@ -78,10 +73,14 @@ pub fn decode_image(bytes: &[u8], mode: Option<ImageMode>) -> Result<Image> {
 /// Decodes PNG, JPEG or WebP bytes (JPEG with the pure-Rust zune-jpeg decoder, WebP with
 /// `image-webp`).
 ///
-/// With `mode: None` the file's own mode is kept: gray -> `L`, RGB -> `RGB`, RGBA -> `RGBA`.
-/// Gray+alpha becomes `RGBA` and palette images are expanded (kiln has no `LA`/`P` modes);
-/// 16-bit colour samples keep their high byte, as Pillow's 16-bit RGB PNG reader does; 16-bit
-/// gray clips at 255, as Pillow 13 converts its `I;16` images to `L`.
+/// With `mode: Some(m)` the pixels equal Pillow 13's `Image.open(path).convert(m)`. With
+/// `mode: None` the file's own mode is kept as far as kiln's modes hold it, and the pixels equal
+/// Pillow's `convert` to that mode: gray -> `L`, RGB -> `RGB`, RGBA -> `RGBA`; a PNG's other
+/// modes (kiln has no `1`/`LA`/`P`/`I;16`) become `L` (1-, 2-, 4- and 16-bit gray), `RGB`
+/// (palette) or, where the file carries transparency (gray+alpha, or a `tRNS` chunk on a
+/// palette, gray or RGB image), `RGBA`. So 16-bit colour samples keep their high byte and
+/// 16-bit gray clips at 255, as Pillow converts them; the PNG rules, quirks included, are in
+/// [`png`](self::png)'s docs.
 ///
 /// The dimensions in the header are checked with [`check_pixels`] against `max_pixels` before
 /// anything is decoded; the warnings it gives come back beside the image.
@@ -93,7 +92,7 @@ pub fn decode_image_limited(
     let format = image::guess_format(bytes)
         .map_err(|_| Error::decode("image", "not a PNG, JPEG or WebP file (unrecognised signature)"))?;
     let (native_mode, width, height, native, warning) = match format {
-        ImageFormat::Png => decode_png(bytes, max_pixels)?,
+        ImageFormat::Png => png::decode(bytes, mode, max_pixels)?,
         ImageFormat::Jpeg => decode_jpeg(bytes, max_pixels)?,
         ImageFormat::WebP => decode_webp(bytes, max_pixels)?,
         other => {
@@ -128,46 +127,6 @@ fn pixel_buffer(format: &'static str, len: usize, width: usize, height: usize) -
     })?;
     buffer.resize(len, 0);
     Ok(buffer)
-}
-
-/// Width and height from a PNG's `IHDR`, which the format requires to be the first chunk:
-/// read by hand so the check needs nothing from the decoder.
-fn png_dimensions(bytes: &[u8]) -> Result<(u32, u32)> {
-    let header = bytes
-        .get(8..24)
-        .filter(|h| &h[4..8] == b"IHDR")
-        .ok_or_else(|| Error::decode("PNG", "the file does not start with an IHDR chunk"))?;
-    let word = |at: usize| u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
-    Ok((word(8), word(12)))
-}
-
-fn decode_png(bytes: &[u8], max_pixels: Option<u64>) -> Result<Decoded> {
-    let (width, height) = png_dimensions(bytes)?;
-    let warning = check_pixels("PNG", width.into(), height.into(), max_pixels)?;
-    let row_bytes = u64::from(width) * 8 + 1;
-    let mut limits = Limits::default();
-    limits.max_alloc = Some(PNG_METADATA_BUDGET.saturating_add(row_bytes.saturating_mul(PNG_ROWS_BUDGET)));
-    let decoder = PngDecoder::with_limits(Cursor::new(bytes), limits).map_err(|e| Error::decode("PNG", e))?;
-    let color = decoder.color_type();
-    let (width, height) = (width as usize, height as usize);
-    let len = usize::try_from(decoder.total_bytes())
-        .map_err(|_| Error::decode("PNG", format!("a {width}x{height} image does not fit in memory")))?;
-    let mut raw = pixel_buffer("PNG", len, width, height)?;
-    decoder
-        .read_image(&mut raw)
-        .map_err(|e| Error::decode("PNG", e))?;
-    let (native_mode, native) = match color {
-        ColorType::L8 => (ImageMode::L, raw),
-        ColorType::L16 => (ImageMode::L, clip_to_byte(&raw)),
-        ColorType::La8 => (ImageMode::Rgba, gray_alpha_to_rgba(&raw)),
-        ColorType::La16 => (ImageMode::Rgba, gray_alpha_to_rgba(&high_bytes(&raw))),
-        ColorType::Rgb8 => (ImageMode::Rgb, raw),
-        ColorType::Rgb16 => (ImageMode::Rgb, high_bytes(&raw)),
-        ColorType::Rgba8 => (ImageMode::Rgba, raw),
-        ColorType::Rgba16 => (ImageMode::Rgba, high_bytes(&raw)),
-        other => return Err(Error::decode("PNG", format!("unsupported colour type {other:?}"))),
-    };
-    Ok((native_mode, width, height, native, warning))
 }
 
 /// Width and height from a WebP's first chunk (the canvas of an extended file), read by hand so
@@ -281,30 +240,6 @@ fn decode_jpeg(bytes: &[u8], max_pixels: Option<u64>) -> Result<Decoded> {
     }
     let pixels = run(false)?.map_err(|e| Error::decode("JPEG", e))?;
     Ok((mode, width, height, pixels, warning))
-}
-
-/// The high byte of each native-endian 16-bit sample (as `image` lays them out).
-/// 16-bit gray (Pillow's `I;16`) to 8 bits as Pillow 13's `convert("L")` does it: values
-/// above 255 clip to 255 (16-bit colour keeps the high byte instead, as Pillow reads it).
-/// Samples come from the decoder in native byte order.
-fn clip_to_byte(samples: &[u8]) -> Vec<u8> {
-    samples
-        .chunks_exact(2)
-        .map(|s| u16::from_ne_bytes([s[0], s[1]]).min(255) as u8)
-        .collect()
-}
-
-fn high_bytes(samples: &[u8]) -> Vec<u8> {
-    samples
-        .chunks_exact(2)
-        .map(|v| (u16::from_ne_bytes([v[0], v[1]]) >> 8) as u8)
-        .collect()
-}
-
-fn gray_alpha_to_rgba(la: &[u8]) -> Vec<u8> {
-    la.chunks_exact(2)
-        .flat_map(|p| [p[0], p[0], p[0], p[1]])
-        .collect()
 }
 
 /// Pillow `Image.convert` between L, RGB and RGBA: luma is ITU-R 601-2 in 16-bit fixed point,
