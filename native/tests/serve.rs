@@ -281,6 +281,64 @@ fn links_out_of_the_dir_are_neither_listed_nor_served() {
     std::fs::remove_dir_all(base).unwrap();
 }
 
+/// Every format `load_audio` and `decode_image` read is listed and served with its content
+/// type, under the same rules as WAV: hidden names skipped, links out refused, traversal a 400.
+#[cfg(unix)]
+#[test]
+fn audio_and_image_formats_are_listed_and_served_with_their_types() {
+    use std::os::unix::fs::symlink;
+    let base = temp_dir("formats");
+    let (dir, outside) = (base.join("data"), base.join("outside"));
+    std::fs::create_dir_all(dir.join("clips")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    let served = [
+        ("clips/a.flac", "audio/flac"),
+        ("clips/b.MP3", "audio/mpeg"),
+        ("clips/c.ogg", "audio/ogg"),
+        ("clips/d.oga", "audio/ogg"),
+        ("e.webp", "image/webp"),
+        ("f.wav", "audio/wav"),
+    ];
+    for (path, _) in served {
+        std::fs::write(dir.join(path), path.as_bytes()).unwrap();
+    }
+    std::fs::write(dir.join("clips/.hidden.flac"), b"no").unwrap();
+    std::fs::write(dir.join("clips/g.opus"), b"no").unwrap();
+    std::fs::write(outside.join("secret.flac"), b"secret").unwrap();
+    symlink(outside.join("secret.flac"), dir.join("secret.flac")).unwrap();
+    symlink(outside.join("secret.flac"), dir.join("clips/leak.webp")).unwrap();
+    let server = start(&dir);
+    let addr = server.addr;
+
+    let mut expected: Vec<&str> = served.iter().map(|(path, _)| *path).collect();
+    expected.sort();
+    assert_eq!(files(addr), expected);
+    for (path, mime) in served {
+        let reply = get(addr, &format!("/files/{path}"));
+        assert_eq!(
+            (reply.status, reply.header("content-type")),
+            (200, Some(mime)),
+            "{path}"
+        );
+        assert_eq!(reply.body, path.as_bytes(), "{path}");
+    }
+    for path in ["secret.flac", "clips/leak.webp"] {
+        let reply = get(addr, &format!("/files/{path}"));
+        assert_eq!(reply.status, 403, "{path}");
+        assert_eq!(
+            reply.text(),
+            format!("kiln serve: \"{path}\" links outside the served directory\n")
+        );
+    }
+    assert_eq!(get(addr, "/files/clips/.hidden.flac").status, 404);
+    assert_eq!(get(addr, "/files/clips/g.opus").status, 404);
+    assert_eq!(
+        get(addr, "/files/clips/%2e%2e/%2e%2e/outside/secret.flac").status,
+        400
+    );
+    std::fs::remove_dir_all(base).unwrap();
+}
+
 #[test]
 fn cross_origin_writes_are_refused() {
     let dir = temp_dir("origin");

@@ -15,11 +15,19 @@ use super::ServeError;
 
 /// The labels file `PUT /api/labels` writes, in the format `kiln convert --labels` reads.
 pub const LABELS_FILE: &str = "labels.csv";
+/// The extensions listed and served, with their content types: the formats `load_audio` and
+/// `decode_image` read, so the page can open whatever it is shown. `.oga` is Ogg audio's
+/// registered extension (RFC 5334); browsers play `audio/ogg` and `audio/flac` natively.
 const MEDIA: &[(&str, &str)] = &[
     ("wav", "audio/wav"),
+    ("flac", "audio/flac"),
+    ("mp3", "audio/mpeg"),
+    ("ogg", "audio/ogg"),
+    ("oga", "audio/ogg"),
     ("png", "image/png"),
     ("jpg", "image/jpeg"),
     ("jpeg", "image/jpeg"),
+    ("webp", "image/webp"),
 ];
 /// Files one listing may return (about 100 MB of JSON at most).
 const MAX_LISTED: usize = 1_000_000;
@@ -225,6 +233,13 @@ mod tests {
     fn media_types_come_from_the_extension() {
         assert_eq!(media_type("a/B.WAV"), Some("audio/wav"));
         assert_eq!(media_type("x.jpeg"), Some("image/jpeg"));
+        assert_eq!(media_type("x.WebP"), Some("image/webp"));
+        assert_eq!(media_type("clip.flac"), Some("audio/flac"));
+        assert_eq!(media_type("clip.MP3"), Some("audio/mpeg"));
+        assert_eq!(media_type("clip.ogg"), Some("audio/ogg"));
+        assert_eq!(media_type("clip.oga"), Some("audio/ogg"));
+        assert_eq!(media_type("clip.opus"), None);
+        assert_eq!(media_type("flac"), None);
         assert_eq!(media_type("labels.csv"), None);
         assert_eq!(media_type("wav"), None);
     }

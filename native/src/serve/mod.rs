@@ -56,7 +56,7 @@ mod assets {
 pub struct ServeOptions {
     /// `HOST:PORT` to listen on (port 0: any free port). A non-loopback address needs a token.
     pub listen: String,
-    /// Dataset directory (WAV/PNG/JPEG); labels are saved to `DIR/labels.csv`. Without it only
+    /// Dataset directory (WAV, FLAC, MP3, Ogg; PNG, JPEG, WebP); labels are saved to `DIR/labels.csv`. Without it only
     /// the page is served.
     pub dir: Option<PathBuf>,
     /// Required on every request when set (`Authorization: Bearer TOKEN`, or the cookie that
