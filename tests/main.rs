@@ -8,6 +8,7 @@ mod errors;
 mod gpu_backend;
 mod gpu_batch;
 mod gpu_limits;
+mod jpeg_damage;
 mod refdata;
 mod shaders;
 mod wav_formats;

@@ -290,29 +290,11 @@ fn check_case(backend: &dyn Backend, set: &Set, case: &Value) -> Result<String, 
             let got = run_spec(backend, &spec, &set.input(case)).map_err(|e| e.to_string())?;
             expect_shape(&got, &shape)?;
             let (max, mean) = diff_u8(u8s(&got), u8s(&reference))?;
-            let is_jpeg = case["input"].as_str().unwrap_or_default().ends_with(".jpg");
-            let (allowed_max, allowed_mean) = if is_jpeg {
-                let lenient = &case["tolerance"]["lenient"];
-                (
-                    lenient["max_abs_diff"].as_u64().unwrap_or(8) as u8,
-                    lenient["mean_abs_diff"].as_f64().unwrap_or(0.5),
-                )
-            } else {
-                (0, 0.0)
-            };
-            if max > allowed_max || mean > allowed_mean {
-                return Err(format!(
-                    "max {max} mean {mean:.4} > allowed {allowed_max}/{allowed_mean}"
-                ));
+            // Every decoder is exact, JPEG included (kiln's decoder follows libjpeg-turbo).
+            if max != 0 {
+                return Err(format!("max {max} mean {mean:.4} (exact expected)"));
             }
-            Ok(format!(
-                "max {max} mean {mean:.4} ({})",
-                if is_jpeg {
-                    "zune-jpeg vs libjpeg-turbo"
-                } else {
-                    "exact"
-                }
-            ))
+            Ok("exact".to_owned())
         }
         "image_resize" => {
             let p = &case["params"];
@@ -330,9 +312,13 @@ fn check_case(backend: &dyn Backend, set: &Set, case: &Value) -> Result<String, 
             }
             let from_file = run_spec(backend, &spec, &set.input(case)).map_err(|e| e.to_string())?;
             let (fmax, fmean) = diff_u8(u8s(&from_file), u8s(&reference))?;
-            Ok(format!(
-                "bit-exact from reference pixels; from the file: max {fmax} mean {fmean:.4}"
-            ))
+            // Decoding is exact too, so the whole path from the file is.
+            if fmax != 0 {
+                return Err(format!(
+                    "resize from the file differs: max {fmax} mean {fmean:.4}"
+                ));
+            }
+            Ok("bit-exact from reference pixels and from the file".into())
         }
         "image_pipeline" => {
             let p = &case["params"];
@@ -353,18 +339,24 @@ fn check_case(backend: &dyn Backend, set: &Set, case: &Value) -> Result<String, 
             let rgb = Tensor::u8(vec![pixels.shape[0], pixels.shape[1], 3], rgb);
             let got = run_on_pixels(backend, &spec, rgb, ImageMode::Rgb);
             expect_shape(&got, &shape)?;
+            // And the whole path from the file, decoding included.
+            let from_file = run_spec(backend, &spec, &set.input(case)).map_err(|e| e.to_string())?;
+            expect_shape(&from_file, &shape)?;
             if normalized {
                 let atol = case["tolerance"]["strict"]["atol"].as_f64().unwrap_or(1e-6);
                 let max = close_f32(f32s(&got), f32s(&reference), atol, 0.0)?;
+                let fmax = close_f32(f32s(&from_file), f32s(&reference), atol, 0.0)?;
                 Ok(format!(
-                    "max |diff| {max:e} from reference pixels (strict atol {atol:e})"
+                    "max |diff| {max:e} from reference pixels, {fmax:e} from the file (strict atol {atol:e})"
                 ))
             } else {
-                let (max, mean) = diff_u8(u8s(&got), u8s(&reference))?;
-                if max != 0 {
-                    return Err(format!("max {max} mean {mean:.4}"));
+                for (what, tensor) in [("reference pixels", &got), ("the file", &from_file)] {
+                    let (max, mean) = diff_u8(u8s(tensor), u8s(&reference))?;
+                    if max != 0 {
+                        return Err(format!("from {what}: max {max} mean {mean:.4}"));
+                    }
                 }
-                Ok("bit-exact from reference pixels".into())
+                Ok("bit-exact from reference pixels and from the file".into())
             }
         }
         other => Err(format!("unknown category {other}")),

@@ -174,9 +174,74 @@ fn main() {
             ratio(gpu_time),
         );
     }
+    jpeg_decode_comparison(&jpeg, python.as_deref());
     bare_fft_comparison(&long_audio);
     if let Some(gpu) = &gpu {
         batched_log_mel(gpu);
+    }
+}
+
+/// JPEG decoding, kiln's exact decoder against Pillow's libjpeg-turbo (SIMD) on the same
+/// files: the reference JPEG (baseline 4:2:0) and, written by Pillow in this run, the same
+/// pixels as progressive 4:2:0 and baseline 4:4:4.
+fn jpeg_decode_comparison(jpeg: &Path, python: Option<&Path>) {
+    use kiln_core::image::decode::decode_image;
+    use kiln_core::spec::ImageMode;
+    println!("JPEG decode to RGB, 640x480 (median per call): kiln vs Pillow {{open + convert('RGB')}}");
+    let mut files = vec![("baseline 4:2:0 q90", jpeg.to_path_buf())];
+    if let Some(python) = python {
+        for (label, name, options) in [
+            (
+                "progressive 4:2:0 q90",
+                "kiln-bench-progressive.jpg",
+                "quality=90, progressive=True",
+            ),
+            (
+                "baseline 4:4:4 q90",
+                "kiln-bench-444.jpg",
+                "quality=90, subsampling='4:4:4'",
+            ),
+        ] {
+            let out = std::env::temp_dir().join(name);
+            let script = format!(
+                "from PIL import Image; Image.open({:?}).convert('RGB').save({:?}, 'JPEG', {options})",
+                jpeg.display().to_string(),
+                out.display().to_string()
+            );
+            if Command::new(python)
+                .args(["-c", &script])
+                .status()
+                .is_ok_and(|s| s.success())
+            {
+                files.push((label, out));
+            }
+        }
+    }
+    for (label, path) in files {
+        let bytes = std::fs::read(&path).unwrap();
+        let kiln = median_time(
+            || {
+                std::hint::black_box(decode_image(&bytes, Some(ImageMode::Rgb)).unwrap());
+            },
+            Duration::from_secs(2),
+        );
+        let py = python.and_then(|p| {
+            python_time(
+                p,
+                &format!(
+                    "from PIL import Image\nimport io\ndata = open({:?}, 'rb').read()",
+                    path.display().to_string()
+                ),
+                "Image.open(io.BytesIO(data)).convert('RGB').load()",
+            )
+        });
+        println!(
+            "  {:<24} kiln {:>9.3} ms   Pillow {:>9}   ratio {}",
+            label,
+            kiln.as_secs_f64() * 1e3,
+            py.map_or("-".into(), |p| format!("{:.3} ms", p * 1e3)),
+            py.map_or("-".into(), |p| format!("{:.2}x", p / kiln.as_secs_f64()))
+        );
     }
 }
 

@@ -8,10 +8,6 @@ use std::io::Cursor;
 
 use image::codecs::webp::WebPDecoder;
 use image::{ColorType, ImageDecoder, ImageFormat};
-use zune_core::bytestream::ZCursor;
-use zune_core::colorspace::ColorSpace;
-use zune_core::options::DecoderOptions;
-use zune_jpeg::JpegDecoder;
 
 use crate::error::{Error, Result, Warning};
 use crate::limits::DEFAULT_MAX_PIXELS;
@@ -70,8 +66,8 @@ pub fn decode_image(bytes: &[u8], mode: Option<ImageMode>) -> Result<Image> {
     decode_image_limited(bytes, mode, Some(DEFAULT_MAX_PIXELS)).map(|(image, _)| image)
 }
 
-/// Decodes PNG, JPEG or WebP bytes (JPEG with the pure-Rust zune-jpeg decoder, WebP with
-/// `image-webp`).
+/// Decodes PNG, JPEG or WebP bytes (JPEG with kiln's own decoder, exact against Pillow;
+/// WebP with `image-webp`).
 ///
 /// With `mode: Some(m)` the pixels equal Pillow 13's `Image.open(path).convert(m)`. With
 /// `mode: None` the file's own mode is kept as far as kiln's modes hold it, and the pixels equal
@@ -80,7 +76,7 @@ pub fn decode_image(bytes: &[u8], mode: Option<ImageMode>) -> Result<Image> {
 /// (palette) or, where the file carries transparency (gray+alpha, or a `tRNS` chunk on a
 /// palette, gray or RGB image), `RGBA`. So 16-bit colour samples keep their high byte and
 /// 16-bit gray clips at 255, as Pillow converts them; the PNG rules, quirks included, are in
-/// [`png`](self::png)'s docs.
+/// the docs of the private module `decode::png`.
 ///
 /// The dimensions in the header are checked with [`check_pixels`] against `max_pixels` before
 /// anything is decoded; the warnings it gives come back beside the image.
@@ -190,55 +186,13 @@ fn decode_webp(bytes: &[u8], max_pixels: Option<u64>) -> Result<Decoded> {
     Ok((native_mode, width, height, raw, warning))
 }
 
-/// Decodes a JPEG with zune-jpeg to L (grayscale files) or RGB (colour, including CMYK).
-///
-/// Like Pillow (libjpeg), damaged entropy data decodes as well as it can, but a file that ends
-/// before its last scan is an error: the missing rows would otherwise come back as flat gray.
+/// Decodes a JPEG with kiln's own decoder ([`crate::image::jpeg`]), whose pixels equal
+/// Pillow's (libjpeg-turbo's ISLOW IDCT, fancy upsampling and colour conversion), to L
+/// (grayscale files) or RGB (colour, including CMYK and YCCK as Pillow converts them).
 fn decode_jpeg(bytes: &[u8], max_pixels: Option<u64>) -> Result<Decoded> {
-    // JPEG itself allows at most 65535 on a side.
-    let options = DecoderOptions::default()
-        .set_max_width(usize::from(u16::MAX))
-        .set_max_height(usize::from(u16::MAX));
-    let mut probe = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
-    probe.decode_headers().map_err(|e| Error::decode("JPEG", e))?;
-    let (width, height) = probe
-        .dimensions()
-        .ok_or_else(|| Error::decode("JPEG", "no frame header"))?;
-    let warning = check_pixels("JPEG", width as u64, height as u64, max_pixels)?;
-    let gray = matches!(probe.input_colorspace(), Some(ColorSpace::Luma));
-    let (mode, space) = if gray {
-        (ImageMode::L, ColorSpace::Luma)
-    } else {
-        (ImageMode::Rgb, ColorSpace::RGB)
-    };
-    let run = |strict: bool| -> Result<Result<Vec<u8>, zune_jpeg::errors::DecodeErrors>> {
-        let options = options.set_strict_mode(strict).jpeg_set_out_colorspace(space);
-        let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
-        if let Err(e) = decoder.decode_headers() {
-            return Ok(Err(e));
-        }
-        let len = decoder.output_buffer_size().ok_or_else(|| {
-            Error::decode("JPEG", format!("a {width}x{height} image does not fit in memory"))
-        })?;
-        let mut pixels = pixel_buffer("JPEG", len, width, height)?;
-        Ok(decoder.decode_into(&mut pixels).map(|()| pixels))
-    };
-    let strict_error = match run(true)? {
-        Ok(pixels) => return Ok((mode, width, height, pixels, warning)),
-        Err(e) => e.to_string(),
-    };
-    // A truncated file is an error however leniently it decodes, so only damage elsewhere
-    // earns the second, lenient decode.
-    if ["Premature end", "No more bytes", "Exhausted data"]
-        .iter()
-        .any(|m| strict_error.contains(m))
-    {
-        return Err(Error::decode(
-            "JPEG",
-            format!("image file is truncated ({strict_error})"),
-        ));
-    }
-    let pixels = run(false)?.map_err(|e| Error::decode("JPEG", e))?;
+    let (width, height) = super::jpeg::dimensions(bytes)?;
+    let warning = check_pixels("JPEG", width.into(), height.into(), max_pixels)?;
+    let (mode, width, height, pixels) = super::jpeg::decode(bytes)?;
     Ok((mode, width, height, pixels, warning))
 }
 

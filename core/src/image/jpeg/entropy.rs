@@ -51,6 +51,13 @@ impl HuffmanTable {
             let count = usize::from(counts[length as usize - 1]);
             offset[length as usize] = index as i32 - code as i32;
             for _ in 0..count {
+                // Codes of this length must fit in `length` bits.
+                if code >= 1 << length {
+                    return Err(Error::decode(
+                        "JPEG",
+                        "bad Huffman table: the code lengths overflow",
+                    ));
+                }
                 if length <= LOOKAHEAD {
                     let shift = LOOKAHEAD - length;
                     let first = (code << shift) as usize;
@@ -62,13 +69,6 @@ impl HuffmanTable {
             }
             if count > 0 {
                 max_code[length as usize] = code as i32 - 1;
-            }
-            // Codes of this length must fit in `length` bits.
-            if code > 1 << length {
-                return Err(Error::decode(
-                    "JPEG",
-                    "bad Huffman table: the code lengths overflow",
-                ));
             }
             code <<= 1;
         }

@@ -228,10 +228,7 @@ struct Decoder {
 impl Decoder {
     fn read(&mut self, bytes: &[u8]) -> Result<()> {
         let mut pos = start(bytes)?;
-        loop {
-            let Some((at, marker)) = entropy::next_marker(bytes, pos) else {
-                break;
-            };
+        while let Some((at, marker)) = entropy::next_marker(bytes, pos) {
             match marker {
                 0xD9 => {
                     self.eoi = true;
@@ -437,6 +434,7 @@ impl Decoder {
             let c = &mut frame.components[members[0].0];
             let (wide, high) = (c.width.div_ceil(8), c.height.div_ceil(8));
             for row in 0..high {
+                stop_if_truncated(&reader)?;
                 for col in 0..wide {
                     state.restart_if_due(&mut reader, mcu, interval);
                     state.decode_block(&mut reader, &mut c.coefficients[row * c.blocks_wide + col], 0);
@@ -445,6 +443,7 @@ impl Decoder {
             }
         } else {
             for mcu_row in 0..frame.mcus_high {
+                stop_if_truncated(&reader)?;
                 for mcu_col in 0..frame.mcus_wide {
                     state.restart_if_due(&mut reader, mcu, interval);
                     for (slot, &(index, _, _)) in members.iter().enumerate() {
@@ -460,9 +459,7 @@ impl Decoder {
                 }
             }
         }
-        if reader.read_past_end() {
-            return Err(error("image file is truncated"));
-        }
+        stop_if_truncated(&reader)?;
         if !frame.progressive {
             for &(index, _, _) in &members {
                 frame.components[index].scanned = true;
@@ -470,6 +467,15 @@ impl Decoder {
         }
         Ok(reader.position())
     }
+}
+
+/// Checked once per row of MCUs, so a header declaring a large image over a few bytes of data
+/// stops early instead of decoding millions of blocks of padding.
+fn stop_if_truncated(reader: &BitReader) -> Result<()> {
+    if reader.read_past_end() {
+        return Err(error("image file is truncated"));
+    }
+    Ok(())
 }
 
 /// What decoding one scan carries from block to block.
@@ -486,7 +492,7 @@ impl ScanState {
     /// At a restart boundary: move past the RSTn marker and reset the DC predictions and the
     /// end-of-band run.
     fn restart_if_due(&mut self, reader: &mut BitReader, mcu: usize, interval: usize) {
-        if interval > 0 && mcu > 0 && mcu % interval == 0 {
+        if interval > 0 && mcu > 0 && mcu.is_multiple_of(interval) {
             reader.restart();
             self.predictions = [0; 4];
             self.eob_run = 0;
@@ -647,4 +653,282 @@ fn buffer(len: usize, width: usize, height: usize) -> Result<Vec<u8>> {
     })?;
     buffer.resize(len, 0);
     Ok(buffer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A JPEG built from `(marker, body)` segments, then `data` as entropy-coded bytes and EOI.
+    fn jpeg(segments: &[(u8, Vec<u8>)], data: &[u8]) -> Vec<u8> {
+        let mut out = vec![0xFF, 0xD8];
+        for (marker, body) in segments {
+            out.extend_from_slice(&[0xFF, *marker]);
+            out.extend_from_slice(&(body.len() as u16 + 2).to_be_bytes());
+            out.extend_from_slice(body);
+        }
+        out.extend_from_slice(data);
+        out.extend_from_slice(&[0xFF, 0xD9]);
+        out
+    }
+
+    fn frame(sof: u8, precision: u8, width: u16, height: u16, components: &[(u8, u8, u8)]) -> (u8, Vec<u8>) {
+        let mut body = vec![precision];
+        body.extend_from_slice(&height.to_be_bytes());
+        body.extend_from_slice(&width.to_be_bytes());
+        body.push(components.len() as u8);
+        for &(id, sampling, table) in components {
+            body.extend_from_slice(&[id, sampling, table]);
+        }
+        (sof, body)
+    }
+
+    fn quant() -> (u8, Vec<u8>) {
+        (0xDB, [&[0u8][..], &[2u8; 64]].concat())
+    }
+
+    /// One code (`0`, length 1) for symbol 0: zero bits decode as DC 0 and end-of-block.
+    fn one_code(class_id: u8) -> (u8, Vec<u8>) {
+        (0xC4, [&[class_id][..], &[1], &[0; 15], &[0]].concat())
+    }
+
+    fn scan(ids: &[u8]) -> (u8, Vec<u8>) {
+        let mut body = vec![ids.len() as u8];
+        for &id in ids {
+            body.extend_from_slice(&[id, 0x00]);
+        }
+        body.extend_from_slice(&[0, 63, 0]);
+        (0xDA, body)
+    }
+
+    fn gray(width: u16, height: u16, data: &[u8]) -> Vec<u8> {
+        jpeg(
+            &[
+                quant(),
+                frame(0xC0, 8, width, height, &[(1, 0x11, 0)]),
+                one_code(0x00),
+                one_code(0x10),
+                scan(&[1]),
+            ],
+            data,
+        )
+    }
+
+    fn message(bytes: &[u8]) -> String {
+        decode(bytes).unwrap_err().to_string()
+    }
+
+    /// All-zero data decodes every block to DC 0: mid-gray, at the declared size.
+    #[test]
+    fn a_minimal_gray_file_decodes_to_mid_gray() {
+        let (mode, width, height, pixels) = decode(&gray(9, 3, &[0; 8])).unwrap();
+        assert_eq!((mode, width, height), (ImageMode::L, 9, 3));
+        assert!(pixels.iter().all(|&p| p == 128), "{pixels:?}");
+        assert_eq!(dimensions(&gray(9, 3, &[0; 8])).unwrap(), (9, 3));
+    }
+
+    /// Features Pillow's libjpeg-turbo has but kiln does not are named, never guessed at.
+    #[test]
+    fn unsupported_variants_are_named() {
+        let cases = [
+            (
+                frame(0xC3, 8, 8, 8, &[(1, 0x11, 0)]),
+                "lossless JPEG is not supported",
+            ),
+            (
+                frame(0xC9, 8, 8, 8, &[(1, 0x11, 0)]),
+                "arithmetic-coded JPEG is not supported",
+            ),
+            (
+                frame(0xC5, 8, 8, 8, &[(1, 0x11, 0)]),
+                "hierarchical JPEG is not supported",
+            ),
+            (
+                frame(0xC1, 12, 8, 8, &[(1, 0x11, 0)]),
+                "12-bit samples are not supported",
+            ),
+            (
+                frame(0xC0, 8, 8, 8, &[(1, 0x11, 0), (2, 0x11, 0)]),
+                "cannot handle 2-component images",
+            ),
+            (
+                frame(0xC0, 8, 8, 0, &[(1, 0x11, 0)]),
+                "a height given by a DNL marker is not supported",
+            ),
+            (frame(0xC0, 8, 8, 8, &[(1, 0x51, 0)]), "bad sampling factors 5x1"),
+            (
+                frame(0xC0, 8, 8, 8, &[(1, 0x11, 7)]),
+                "bad quantization table index 7",
+            ),
+            (
+                frame(0xC0, 8, 8, 8, &[(1, 0x31, 0), (2, 0x21, 0), (3, 0x11, 0)]),
+                "fractional sampling (2x1 against 3x1) is not supported",
+            ),
+        ];
+        for (sof, expected) in cases {
+            let bytes = jpeg(
+                &[quant(), sof, one_code(0x00), one_code(0x10), scan(&[1])],
+                &[0; 4],
+            );
+            let got = message(&bytes);
+            assert!(got.starts_with("JPEG: ") || got.contains("JPEG"), "{got}");
+            assert!(got.contains(expected), "expected {expected:?} in {got:?}");
+        }
+    }
+
+    #[test]
+    fn broken_structure_gives_clear_errors() {
+        let f = frame(0xC0, 8, 8, 8, &[(1, 0x11, 0)]);
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"\xFF\xD9".to_vec(), "not a JPEG file (no SOI marker)"),
+            (jpeg(&[quant()], &[]), "no frame header (SOF)"),
+            (
+                jpeg(&[f.clone(), one_code(0x00), one_code(0x10), scan(&[1])], &[0; 4]),
+                "quantization table 0 is not defined",
+            ),
+            (
+                jpeg(&[quant(), f.clone(), one_code(0x10), scan(&[1])], &[0; 4]),
+                "DC Huffman table 0, which the file does not define",
+            ),
+            (
+                jpeg(
+                    &[quant(), f.clone(), one_code(0x00), one_code(0x10), scan(&[9])],
+                    &[0; 4],
+                ),
+                "a scan names component 9 that the frame lacks",
+            ),
+            (
+                jpeg(&[quant(), scan(&[1])], &[0; 4]),
+                "a scan (SOS) before the frame header",
+            ),
+            (
+                jpeg(&[quant(), f.clone(), f.clone()], &[]),
+                "a second frame header (SOF)",
+            ),
+            (
+                jpeg(&[quant(), f.clone(), (0xC4, vec![0x00, 0, 1])], &[]),
+                "the DHT segment is too short",
+            ),
+            (
+                jpeg(
+                    &[
+                        quant(),
+                        f.clone(),
+                        (0xC4, [&[0x00u8][..], &[3], &[0; 15], &[0, 1, 2]].concat()),
+                    ],
+                    &[],
+                ),
+                "the code lengths overflow",
+            ),
+            (
+                jpeg(
+                    &[
+                        quant(),
+                        f.clone(),
+                        (0xC4, [&[0x00u8][..], &[1], &[0; 15], &[16]].concat()),
+                    ],
+                    &[],
+                ),
+                "a DC category above 15",
+            ),
+            (
+                jpeg(&[(0xDB, vec![0x20, 1, 2])], &[]),
+                "bad quantization table header 0x20",
+            ),
+            (
+                jpeg(
+                    &[
+                        quant(),
+                        f.clone(),
+                        one_code(0x00),
+                        one_code(0x10),
+                        (0xDA, vec![1, 1, 0, 0]),
+                    ],
+                    &[],
+                ),
+                "bad SOS segment",
+            ),
+            (
+                vec![0xFF, 0xD8, 0xFF, 0xC0, 0x00],
+                "image file is truncated (inside marker 0xC0)",
+            ),
+            (
+                vec![0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x01],
+                "marker 0xC0 has a bad length 1",
+            ),
+        ];
+        for (bytes, expected) in cases {
+            let got = message(&bytes);
+            assert!(got.contains(expected), "expected {expected:?} in {got:?}");
+        }
+    }
+
+    #[test]
+    fn progressive_scans_are_checked() {
+        let f = frame(0xC2, 8, 8, 8, &[(1, 0x11, 0), (2, 0x11, 0), (3, 0x11, 0)]);
+        let sos = |ids: &[u8], ss: u8, se: u8, a: u8| {
+            let mut body = vec![ids.len() as u8];
+            for &id in ids {
+                body.extend_from_slice(&[id, 0x00]);
+            }
+            body.extend_from_slice(&[ss, se, a]);
+            (0xDA, body)
+        };
+        for (scan, expected) in [
+            (
+                sos(&[1, 2], 1, 5, 0),
+                "bad progression parameters Ss=1 Se=5 Ah=0 Al=0",
+            ),
+            (sos(&[1], 0, 5, 0), "bad progression parameters Ss=0 Se=5"),
+            (sos(&[1], 6, 5, 0), "bad progression parameters Ss=6 Se=5"),
+            (sos(&[1], 1, 64, 0), "bad progression parameters Ss=1 Se=64"),
+            (sos(&[1], 0, 0, 0x0E), "Al=14"),
+        ] {
+            let got = message(&jpeg(
+                &[quant(), f.clone(), one_code(0x00), one_code(0x10), scan],
+                &[0; 4],
+            ));
+            assert!(got.contains(expected), "expected {expected:?} in {got:?}");
+        }
+        // A progressive file that ends before EOI is truncated, even between scans.
+        let mut cut = jpeg(&[quant(), f, one_code(0x00), sos(&[1, 2, 3], 0, 0, 0)], &[0; 4]);
+        cut.truncate(cut.len() - 2);
+        assert!(message(&cut).contains("image file is truncated"));
+    }
+
+    /// A header declaring a large image over a few bytes stops at the first row of MCUs past
+    /// the data rather than decoding the whole padded image.
+    #[test]
+    fn truncated_data_is_an_error_found_early() {
+        let mut bytes = gray(8000, 8000, &[0; 16]);
+        bytes.truncate(bytes.len() - 2);
+        let start = std::time::Instant::now();
+        assert!(message(&bytes).contains("image file is truncated"));
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+        // With the EOI in place, the same data is complete: a sequential scan ends at a marker,
+        // and libjpeg reads the missing bits as zeros.
+        let (_, width, height, _) = decode(&gray(64, 8, &[0; 2])).unwrap();
+        assert_eq!((width, height), (64, 8));
+    }
+
+    /// Invalid Huffman codes decode as zero and a stray marker ends the data, as in libjpeg:
+    /// damage inside a complete file still gives an image of the declared size.
+    #[test]
+    fn damaged_entropy_data_still_decodes() {
+        // Only code "0" exists, so 0xFE... holds invalid codes.
+        let (_, width, height, pixels) =
+            decode(&gray(16, 16, &[0xFE, 0xFE, 0x00, 0xFF, 0xD3, 0x12])).unwrap();
+        assert_eq!((width, height, pixels.len()), (16, 16, 256));
+    }
+
+    /// CMYK as Pillow converts it: white paper with no ink, black ink alone is black.
+    #[test]
+    fn cmyk_conversion_follows_pillow() {
+        // Adobe-inverted samples: 255 means no ink.
+        assert_eq!(cmyk_to_rgb([255, 255, 255], 255), [255, 255, 255]);
+        assert_eq!(cmyk_to_rgb([255, 255, 255], 0), [0, 0, 0]);
+        assert_eq!(cmyk_to_rgb([0, 255, 255], 255), [0, 255, 255]);
+        // Half ink on half black: 127 - 128 * 127 / 255 (64 in Pillow's MULDIV255) = 63.
+        assert_eq!(cmyk_to_rgb([127, 127, 127], 127), [63, 63, 63]);
+    }
 }
