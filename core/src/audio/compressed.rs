@@ -44,6 +44,11 @@ fn codec(format: AudioFormat) -> Option<AudioCodecId> {
 /// Decodes a whole FLAC, MP3 or Ogg Vorbis file (the caller has sniffed which) to one `Vec` per
 /// channel.
 pub(crate) fn decode(bytes: &[u8], format: AudioFormat) -> Result<Audio> {
+    decode_limited(bytes, format, MAX_TENSOR_ELEMENTS)
+}
+
+/// [`decode`], stopping with an error past `max_samples` samples over all channels.
+fn decode_limited(bytes: &[u8], format: AudioFormat, max_samples: usize) -> Result<Audio> {
     let name = format.name();
     let fail = |reason: String| Error::decode(name, reason);
     let expected = codec(format).ok_or_else(|| fail("not a compressed format".into()))?;
@@ -119,12 +124,13 @@ pub(crate) fn decode(bytes: &[u8], format: AudioFormat) -> Result<Audio> {
                 spec.rate()
             )));
         }
-        frames = append(name, &decoded, &mut channels, frames)?;
+        frames = append(name, &decoded, &mut channels, frames, max_samples)?;
     }
     if let Some(declared) = declared {
         if (frames as u64) < declared {
             return Err(fail(format!(
-                "truncated: the header declares {declared} samples per channel, the file holds {frames}"
+                "truncated or corrupt: the header declares {declared} samples per channel, the frames hold \
+                 {frames}"
             )));
         }
     }
@@ -147,26 +153,25 @@ fn check_rate(name: &'static str, params: &AudioCodecParameters) -> Result<u32> 
 }
 
 /// Appends one decoded packet to `channels`, which hold `frames` frames so far; returns the new
-/// count. Memory is reserved fallibly, and past [`MAX_TENSOR_ELEMENTS`] samples over all
-/// channels decoding stops with an error (a few bytes of FLAC can encode 65535 frames).
+/// count. Memory is reserved fallibly, and past `max_samples` samples over all channels
+/// ([`MAX_TENSOR_ELEMENTS`]) decoding stops with an error: a few bytes of FLAC can encode
+/// 65535 frames.
 fn append(
     name: &'static str,
     decoded: &GenericAudioBufferRef<'_>,
     channels: &mut [Vec<f32>],
     frames: usize,
+    max_samples: usize,
 ) -> Result<usize> {
     let added = decoded.frames();
     let total = frames
         .checked_add(added)
-        .filter(|&t| {
-            t.checked_mul(channels.len())
-                .is_some_and(|s| s <= MAX_TENSOR_ELEMENTS)
-        })
+        .filter(|&t| t.checked_mul(channels.len()).is_some_and(|s| s <= max_samples))
         .ok_or_else(|| {
             Error::decode(
                 name,
                 format!(
-                    "decodes to more than {MAX_TENSOR_ELEMENTS} samples over its {} channels (kiln's limit)",
+                    "decodes to more than {max_samples} samples over its {} channels (kiln's limit)",
                     channels.len()
                 ),
             )
@@ -211,12 +216,143 @@ fn append(
 fn describe(error: &SymphoniaError) -> String {
     match error {
         SymphoniaError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            "truncated: the file ends inside a frame or page".to_owned()
+            // A reader that skips a frame failing its CRC looks for the next one and finds the end:
+            // a cut file and a corrupt frame read the same.
+            "truncated or corrupt: the data ends inside a frame or page".to_owned()
         }
         SymphoniaError::IoError(e) => format!("read error: {e}"),
         SymphoniaError::DecodeError(what) => format!("malformed stream: {what}"),
         SymphoniaError::Unsupported(what) => format!("unsupported feature: {what}"),
         SymphoniaError::LimitError(what) => format!("limit reached: {what}"),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::audio::decode::decode_audio;
+
+    /// FLAC's CRC-8 (polynomial 0x07) of a frame header and CRC-16 (0x8005) of a whole frame.
+    fn crc(bytes: &[u8], width: u32, poly: u32) -> u32 {
+        let top = 1 << (width - 1);
+        let mask = (1u64 << width) as u32 - 1;
+        bytes.iter().fold(0u32, |mut c, &b| {
+            c ^= u32::from(b) << (width - 8);
+            for _ in 0..8 {
+                c = if c & top != 0 { (c << 1) ^ poly } else { c << 1 } & mask;
+            }
+            c
+        })
+    }
+
+    /// A 16-bit FLAC file whose STREAMINFO declares `rate` Hz, `channels` and `declared` total
+    /// frames, holding `blocks` frames of `block` samples each, every channel the constant
+    /// `value` (a CONSTANT subframe: a few bytes for up to 65535 samples).
+    fn flac(rate: u32, channels: u8, declared: u64, blocks: u32, block: u16, value: i16) -> Vec<u8> {
+        let mut out = b"fLaC".to_vec();
+        // Last metadata block (0x80), STREAMINFO, 34 bytes.
+        out.extend_from_slice(&[0x80, 0, 0, 34]);
+        out.extend_from_slice(&block.to_be_bytes());
+        out.extend_from_slice(&block.to_be_bytes());
+        // Frame sizes unknown.
+        out.extend_from_slice(&[0; 6]);
+        // 20 bits rate, 3 bits channels - 1, 5 bits bits per sample - 1, 36 bits total frames.
+        let packed = (u64::from(rate) << 44)
+            | (u64::from(channels - 1) << 41)
+            | (15u64 << 36)
+            | (declared & 0xF_FFFF_FFFF);
+        out.extend_from_slice(&packed.to_be_bytes());
+        out.extend_from_slice(&[0; 16]); // no MD5
+        for number in 0..blocks {
+            // Fixed block size; block size from the 16 bits after the header (0111); rate
+            // from STREAMINFO (0000); independent channels; 16 bits (100); frame number.
+            let mut frame = vec![0xFF, 0xF8, 0x70, ((channels - 1) << 4) | 0b1000];
+            assert!(number < 0x80, "one-byte frame numbers only");
+            frame.push(number as u8);
+            frame.extend_from_slice(&(block - 1).to_be_bytes());
+            frame.push(crc(&frame, 8, 0x07) as u8);
+            for _ in 0..channels {
+                frame.push(0); // CONSTANT subframe
+                frame.extend_from_slice(&value.to_be_bytes());
+            }
+            let crc16 = crc(&frame, 16, 0x8005) as u16;
+            frame.extend_from_slice(&crc16.to_be_bytes());
+            out.extend_from_slice(&frame);
+        }
+        out
+    }
+
+    #[test]
+    fn a_hand_built_flac_decodes_as_libsndfile_scales_it() {
+        let audio = decode_audio(&flac(8000, 2, 300, 3, 100, -16384)).unwrap();
+        assert_eq!(audio.sample_rate, 8000);
+        assert_eq!(audio.channels, vec![vec![-0.5f32; 300]; 2]);
+    }
+
+    #[test]
+    fn flac_bombs_stop_at_the_sample_limit() {
+        // 100 frames of 65535 constant samples: 6.5 million samples from 1.7 KB.
+        let bomb = flac(48_000, 2, 0, 100, 65535, 1);
+        assert!(bomb.len() < 2000);
+        let start = Instant::now();
+        let error = decode_limited(&bomb, AudioFormat::Flac, 1_000_000)
+            .unwrap_err()
+            .to_string();
+        assert!(start.elapsed() < Duration::from_secs(2));
+        assert_eq!(
+            error,
+            "corrupt or unsupported FLAC: decodes to more than 1000000 samples over its 2 channels \
+             (kiln's limit)"
+        );
+        assert_eq!(
+            decode_limited(&bomb, AudioFormat::Flac, 13_107_000)
+                .unwrap()
+                .frames(),
+            6_553_500
+        );
+    }
+
+    #[test]
+    fn flac_headers_are_checked() {
+        let message = |bytes: &[u8]| decode_audio(bytes).unwrap_err().to_string();
+        // STREAMINFO's 20-bit rate goes to 1048575 Hz; symphonia refuses above FLAC's 655350.
+        assert_eq!(
+            message(&flac(1_000_000, 1, 16, 1, 16, 0)),
+            "corrupt or unsupported FLAC: cannot read the header: malformed stream: flac: stream sample \
+             rate out of bounds"
+        );
+        assert!(message(&flac(0, 1, 16, 1, 16, 0)).starts_with("corrupt or unsupported FLAC: "));
+        // A header declaring 2^36 - 1 frames over a file holding 16: no allocation, an error.
+        let start = Instant::now();
+        assert_eq!(
+            message(&flac(16_000, 1, (1 << 36) - 1, 1, 16, 0)),
+            "corrupt or unsupported FLAC: after sample 16: truncated or corrupt: the data ends inside a \
+             frame or page"
+        );
+        assert!(start.elapsed() < Duration::from_millis(500));
+        // Cut inside the second frame.
+        let whole = flac(16_000, 1, 32, 2, 16, 0);
+        assert_eq!(
+            message(&whole[..whole.len() - 3]),
+            "corrupt or unsupported FLAC: after sample 16: truncated or corrupt: the data ends inside a \
+             frame or page"
+        );
+        // A frame whose CRC fails is skipped; the reader finds the end looking for the next.
+        let mut bad = whole.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert_eq!(
+            message(&bad),
+            "corrupt or unsupported FLAC: after sample 16: truncated or corrupt: the data ends inside a \
+             frame or page"
+        );
+        // Cut inside STREAMINFO.
+        assert_eq!(
+            message(&whole[..20]),
+            "corrupt or unsupported FLAC: cannot read the header: truncated or corrupt: the data ends \
+             inside a frame or page"
+        );
     }
 }

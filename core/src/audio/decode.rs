@@ -36,12 +36,12 @@ pub fn decode_audio(bytes: &[u8]) -> Result<Audio> {
 ///
 /// Scaling matches libsndfile's float conversion: 8-bit (unsigned) `(u - 128) / 128`,
 /// 16-bit `/ 2^15`, 24-bit `/ 2^23`, 32-bit `float(i) / 2^31`, float32 as stored, float64
-/// rounded to the nearest f32. As in
-/// libsndfile, the container decides: 24 valid bits in 4-byte containers
-/// (`WAVE_FORMAT_EXTENSIBLE`) are read as 32-bit samples, which gives `/ 2^23` for the
-/// left-aligned samples the format specifies. Unknown RIFF chunks (`fact`, `PEAK`, `LIST`) are skipped. A data chunk
-/// shorter than its header says is an error rather than silently shorter audio; memory is
-/// reserved for the samples the file holds, never for what its header claims. Sample rates
+/// rounded to the nearest f32. As in libsndfile, the container decides: 24 valid bits in 4-byte
+/// containers (`WAVE_FORMAT_EXTENSIBLE`) are read as 32-bit samples, which gives `/ 2^23` for
+/// the left-aligned samples the format specifies. Unknown RIFF chunks (`fact`, `PEAK`, `LIST`)
+/// are skipped. A data chunk shorter than its header says is an error rather than silently
+/// shorter audio; memory is reserved for the samples the file holds, never for what its header
+/// claims. Sample rates
 /// outside `1..=`[`MAX_SAMPLE_RATE`] are errors. Float samples are returned as stored, NaN and
 /// infinity included (as soundfile); the spectral ops and resampling refuse them
 /// ([`check_finite`]).
