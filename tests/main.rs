@@ -1,6 +1,7 @@
 //! kiln's cross-crate suite: every backend against the reference data and the CPU reference,
 //! shader validation, and end-to-end runs of the `kiln` binary.
 
+mod audio_formats;
 mod backends;
 mod compare;
 mod conformance;

@@ -74,6 +74,11 @@ def cases(b):
             "params": {"ref": 1.0, "amin": 1e-10, "top_db": 80.0, "upstream": call},
             "tolerance": {"rule": "elementwise |actual - ref| <= atol (dB)", "atol": 0.002, "rtol": 0.0}})
     wav_cases(b)
+    # An input without a case: kiln refuses Ogg Opus with an error naming it (tests/audio_formats.rs).
+    path = "inputs/g_opus_48k_mono.opus"
+    sf.write(b.out / path, signal(b.rng, 48000, 4800, 1)[:, 0], 48000, format="OGG", subtype="OPUS")
+    b.inputs.append({"file": path, "kind": "audio", "sr": 48000, "channels": 1, "frames": 4800, "format": "OGG",
+                     "subtype": "OPUS", "note": "no case: kiln has no Opus decoder"})
 
 
 def wav_extensible_24_in_32(path, samples, sr):
