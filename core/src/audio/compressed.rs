@@ -44,7 +44,26 @@ fn codec(format: AudioFormat) -> Option<AudioCodecId> {
 /// Decodes a whole FLAC, MP3 or Ogg Vorbis file (the caller has sniffed which) to one `Vec` per
 /// channel.
 pub(crate) fn decode(bytes: &[u8], format: AudioFormat) -> Result<Audio> {
-    decode_limited(bytes, format, MAX_TENSOR_ELEMENTS)
+    guarded(format, || decode_limited(bytes, format, MAX_TENSOR_ELEMENTS))
+}
+
+/// Runs a decode, turning a panic inside symphonia into this file's error. Its parsers assert on
+/// some hostile headers: a Vorbis setup header whose codebook lookup table overflows panics in
+/// symphonia-format-ogg 0.6.1 (`lookup1_values`), found by corrupting reference files with valid
+/// page CRCs. The decoder's state is local and dropped, so nothing half-updated is seen again.
+/// Where panics abort (wasm32, `panic = "abort"`), this cannot help.
+fn guarded(format: AudioFormat, decode: impl FnOnce() -> Result<Audio>) -> Result<Audio> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)).unwrap_or_else(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_owned());
+        Err(Error::decode(
+            format.name(),
+            format!("malformed stream: the decoder failed ({what})"),
+        ))
+    })
 }
 
 /// [`decode`], stopping with an error past `max_samples` samples over all channels.
@@ -283,6 +302,18 @@ mod tests {
             out.extend_from_slice(&frame);
         }
         out
+    }
+
+    #[test]
+    fn a_panic_in_the_decoder_is_the_files_error() {
+        let error = guarded(AudioFormat::OggVorbis, || {
+            panic!("assertion failed: x <= entries")
+        });
+        assert_eq!(
+            error.unwrap_err().to_string(),
+            "corrupt or unsupported Ogg Vorbis: malformed stream: the decoder failed (assertion failed: x \
+             <= entries)"
+        );
     }
 
     #[test]
