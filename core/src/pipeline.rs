@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::audio::decode::{check_finite, decode_wav, fix_length, resample};
+use crate::audio::decode::{check_finite, decode_audio, fix_length, resample};
 use crate::backend::Backend;
 use crate::error::{Error, Result, Warning};
 use crate::image::{decode::decode_image_limited, ImageDims};
@@ -48,7 +48,7 @@ impl Pipeline {
     pub fn decode_with_warnings(&self, bytes: &[u8]) -> Result<Decoded> {
         match self.spec.ops.first() {
             Some(Op::LoadAudio(load)) => {
-                let audio = decode_wav(bytes)?;
+                let audio = decode_audio(bytes)?;
                 let mut channels = if load.mono && audio.channels.len() > 1 {
                     vec![audio.to_mono()]
                 } else {
