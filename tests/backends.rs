@@ -17,6 +17,15 @@ pub fn gpu() -> &'static GpuBackend {
         let gpu = GpuBackend::new()
             .unwrap_or_else(|e| panic!("GPU tests need a wgpu adapter (in CI: Mesa lavapipe): {e}"));
         eprintln!("GPU backend: {}", gpu.adapter_name());
+        // Set by bench/gpu/conformance on a GPU machine: a CPU adapter (lavapipe) standing in
+        // for the GPU would make a pass there mean nothing.
+        if std::env::var_os("KILN_TESTS_NO_CPU_ADAPTER").is_some_and(|v| v == "1") {
+            assert!(
+                !gpu.adapter_name().ends_with(", Cpu)"),
+                "KILN_TESTS_NO_CPU_ADAPTER=1 but wgpu picked a CPU adapter: {}",
+                gpu.adapter_name()
+            );
+        }
         gpu
     })
 }
