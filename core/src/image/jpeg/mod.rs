@@ -17,7 +17,7 @@ mod idct;
 mod upsample;
 
 use entropy::{BitReader, HuffmanTable, ScanParams};
-use upsample::{Plane, YccTables};
+use upsample::{Plane, Upsampler, YccTables};
 
 use crate::error::{Error, Result};
 use crate::spec::ImageMode;
@@ -579,54 +579,59 @@ impl Decoder {
                     idct::idct_block(block, &quant, &mut samples[at..], stride);
                 }
             }
-            let plane = Plane {
-                samples: &samples,
-                stride,
-                width: c.width,
-                height: c.height,
-            };
-            planes.push(upsample::upsample(
-                &plane,
-                frame.h_max / c.h,
-                frame.v_max / c.v,
-                width,
-                height,
-            ));
+            planes.push((samples, stride));
         }
-        let pixels = width * height;
+        let mut upsamplers: Vec<Upsampler> = frame
+            .components
+            .iter()
+            .zip(&planes)
+            .map(|(c, (samples, stride))| {
+                let plane = Plane {
+                    samples,
+                    stride: *stride,
+                    width: c.width,
+                    height: c.height,
+                };
+                Upsampler::new(plane, frame.h_max / c.h, frame.v_max / c.v)
+            })
+            .collect();
         let space = self.color_space(frame);
-        if space == ColorSpace::Gray {
-            return Ok((ImageMode::L, width, height, planes.swap_remove(0)));
-        }
-        let mut out = buffer(pixels * 3, width, height)?;
+        let channels = if space == ColorSpace::Gray { 1 } else { 3 };
+        let mut out = buffer(width * height * channels, width, height)?;
         let tables = YccTables::new();
-        match space {
-            ColorSpace::Gray => unreachable!("returned above"),
-            ColorSpace::YCbCr => {
-                for (i, rgb) in out.chunks_exact_mut(3).enumerate() {
-                    rgb.copy_from_slice(&tables.rgb(planes[0][i], planes[1][i], planes[2][i]));
+        let mut scratch = [Vec::new(), Vec::new(), Vec::new()];
+        for (y, line) in out.chunks_exact_mut(width * channels).enumerate() {
+            let rows: Vec<&[u8]> = upsamplers.iter_mut().map(|u| u.row(y, width)).collect();
+            match space {
+                ColorSpace::Gray => line.copy_from_slice(rows[0]),
+                ColorSpace::YCbCr => upsample::ycc_row_to_rgb(rows[0], rows[1], rows[2], &mut scratch, line),
+                ColorSpace::Rgb => {
+                    for (((rgb, &r), &g), &b) in
+                        line.chunks_exact_mut(3).zip(rows[0]).zip(rows[1]).zip(rows[2])
+                    {
+                        rgb.copy_from_slice(&[r, g, b]);
+                    }
                 }
-            }
-            ColorSpace::Rgb => {
-                for (i, rgb) in out.chunks_exact_mut(3).enumerate() {
-                    rgb.copy_from_slice(&[planes[0][i], planes[1][i], planes[2][i]]);
-                }
-            }
-            ColorSpace::Cmyk | ColorSpace::Ycck => {
-                for (i, rgb) in out.chunks_exact_mut(3).enumerate() {
-                    let cmy = if space == ColorSpace::Ycck {
-                        // libjpeg's YCCK -> CMYK: the YCbCr conversion, inverted.
-                        tables
-                            .rgb(planes[0][i], planes[1][i], planes[2][i])
-                            .map(|v| 255 - v)
-                    } else {
-                        [planes[0][i], planes[1][i], planes[2][i]]
-                    };
-                    rgb.copy_from_slice(&cmyk_to_rgb(cmy, planes[3][i]));
+                ColorSpace::Cmyk | ColorSpace::Ycck => {
+                    let samples = rows[0].iter().zip(rows[1]).zip(rows[2]).zip(rows[3]);
+                    for (rgb, (((&a, &b), &c), &k)) in line.chunks_exact_mut(3).zip(samples) {
+                        let cmy = if space == ColorSpace::Ycck {
+                            // libjpeg's YCCK -> CMYK: the YCbCr conversion, inverted.
+                            tables.rgb(a, b, c).map(|v| 255 - v)
+                        } else {
+                            [a, b, c]
+                        };
+                        rgb.copy_from_slice(&cmyk_to_rgb(cmy, k));
+                    }
                 }
             }
         }
-        Ok((ImageMode::Rgb, width, height, out))
+        let mode = if space == ColorSpace::Gray {
+            ImageMode::L
+        } else {
+            ImageMode::Rgb
+        };
+        Ok((mode, width, height, out))
     }
 }
 
