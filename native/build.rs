@@ -12,7 +12,10 @@ const FILES: &[(&str, &str)] = &[
 ];
 
 fn main() {
-    let www = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wasm/www");
+    // Read when the script runs, not when it is compiled: a compiled build script can be
+    // reused for another checkout of the same source sharing the target directory.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let www = Path::new(&manifest_dir).join("../wasm/www");
     let mut entries = String::new();
     let mut complete = true;
     for (route, mime) in FILES {

@@ -62,11 +62,15 @@ test("labeling page computes what kiln computes, on WebGPU and on the wasm fallb
   mkdirSync(join(data, "clips"), { recursive: true });
   copyFileSync(join(root, "examples/tones_16k.wav"), join(data, "clips/tones.wav"));
   copyFileSync(join(root, "examples/gradient_240x180.png"), join(data, "gradient.png"));
+  // A 4:2:0 JPEG: the page's wasm build runs the same pure-Rust decoder, so its pixels equal
+  // the native ones (and so Pillow's) exactly.
+  copyFileSync(join(root, "../shared/refdata/public/inputs/img_jpeg_rgb_640x480_q90.jpg"), join(data, "photo.jpg"));
   writeFileSync(join(work, "audio.json"), JSON.stringify(AUDIO_SPEC));
   writeFileSync(join(work, "image.json"), JSON.stringify(IMAGE_SPEC));
   const native = {
     "clips/tones.wav": (execFileSync(kiln, ["transform", "--spec", join(work, "audio.json"), join(data, "clips/tones.wav"), "-o", join(work, "a.npy")]), npy(join(work, "a.npy"))),
     "gradient.png": (execFileSync(kiln, ["transform", "--spec", join(work, "image.json"), join(data, "gradient.png"), "-o", join(work, "i.npy")]), npy(join(work, "i.npy"))),
+    "photo.jpg": (execFileSync(kiln, ["transform", "--spec", join(work, "image.json"), join(data, "photo.jpg"), "-o", join(work, "j.npy")]), npy(join(work, "j.npy"))),
   };
   const port = await freePort();
   const server = spawn(kiln, ["serve", "--dir", data, "--listen", `127.0.0.1:${port}`], { stdio: "inherit" });
@@ -85,7 +89,7 @@ test("labeling page computes what kiln computes, on WebGPU and on the wasm fallb
         await page.waitForFunction(() => window.kilnTest && window.kilnTest.ready);
         await page.evaluate(() => window.kilnTest.ready);
         assert.equal(await page.evaluate(() => window.kilnTest.backend()), mode, `${mode} run used the wrong backend`);
-        assert.deepEqual(await page.evaluate(() => window.kilnTest.files()), ["clips/tones.wav", "gradient.png"]);
+        assert.deepEqual(await page.evaluate(() => window.kilnTest.files()), ["clips/tones.wav", "gradient.png", "photo.jpg"]);
         await page.evaluate(([a, i]) => window.kilnTest.setSpecs(a, i), [AUDIO_SPEC, IMAGE_SPEC]);
         for (const [name, want] of Object.entries(native)) {
           const got = await page.evaluate((n) => window.kilnTest.compute(n), name);

@@ -88,7 +88,7 @@ fn to_js(tensor: &Tensor, backend: &str) -> JsValue {
     result.into()
 }
 
-/// Decodes `bytes` (WAV, PNG, JPEG) and runs `spec_json` on the chosen backend. Resolves to
+/// Decodes `bytes` (WAV, FLAC, MP3, Ogg Vorbis, PNG, JPEG, WebP) and runs `spec_json` on the chosen backend. Resolves to
 /// `{shape, dtype, data, backend}`; rejects with the same messages as `kiln transform`.
 #[wasm_bindgen]
 pub async fn transform(spec_json: String, bytes: Vec<u8>) -> Result<JsValue, JsValue> {

@@ -40,7 +40,12 @@ function setSpecs(audio, image) {
   store.setItem("kiln.specs", JSON.stringify(specs()));
 }
 
-const isAudio = (name) => /\.wav$/i.test(name);
+// The formats load_audio reads (by content; the extension only sorts files into audio and
+// images here) and the types the browser's player needs for them.
+const AUDIO_TYPES = { wav: "audio/wav", flac: "audio/flac", mp3: "audio/mpeg", ogg: "audio/ogg", oga: "audio/ogg" };
+const extension = (name) => (name.match(/\.([^./]+)$/) || ["", ""])[1].toLowerCase();
+const isAudio = (name) => extension(name) in AUDIO_TYPES;
+const isMedia = (name) => isAudio(name) || /^(png|jpe?g|webp)$/.test(extension(name));
 function labelSet() {
   return $("labelset").value.split(",").map((s) => s.trim()).filter(Boolean);
 }
@@ -210,7 +215,7 @@ async function select(i) {
       const spec = JSON.parse(specs().audio);
       const hop = spec.ops.find((o) => o.op === "stft")?.hop_length ?? 512;
       drawSpectrogram(result, wave.sample_rate, hop);
-      $("player").src = URL.createObjectURL(new Blob([f.bytes], { type: "audio/wav" }));
+      $("player").src = URL.createObjectURL(new Blob([f.bytes], { type: AUDIO_TYPES[extension(f.name)] }));
     } else {
       $("wave").getContext("2d").clearRect(0, 0, 900, 80);
       drawImage(result);
@@ -224,7 +229,7 @@ async function select(i) {
 
 function addFiles(list) {
   for (const file of list) {
-    if (!/\.(wav|png|jpe?g)$/i.test(file.name)) continue;
+    if (!isMedia(file.name)) continue;
     const name = file.webkitRelativePath || file.name;
     const entry = { name, bytes: null, file };
     entry.url = URL.createObjectURL(file);

@@ -37,7 +37,7 @@ enum Command {
         /// Transform spec (JSON: {"ops": [...]}).
         #[arg(long)]
         spec: PathBuf,
-        /// Input WAV, PNG, JPEG or WebP file.
+        /// Input audio (WAV, FLAC, MP3, Ogg Vorbis) or image (PNG, JPEG, WebP) file.
         input: PathBuf,
         /// Output .npy path (written atomically).
         #[arg(short = 'o', long = "output")]
@@ -57,7 +57,7 @@ enum Command {
     Stream(stream::StreamArgs),
     /// Serve the labeling page; with --dir, also a dataset's files and a labels endpoint.
     Serve {
-        /// Dataset directory (WAV/PNG/JPEG); labels are saved to DIR/labels.csv.
+        /// Dataset directory (WAV/FLAC/MP3/Ogg, PNG/JPEG/WebP); labels are saved to DIR/labels.csv.
         #[arg(long)]
         dir: Option<PathBuf>,
         /// HOST:PORT; an address reachable from the network needs --token.
