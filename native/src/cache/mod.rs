@@ -21,3 +21,14 @@ pub use manifest::{
     read_manifest, DType, Failure, Manifest, Materialize, ShardInfo, TensorInfo, FORMAT_VERSION, JOURNAL,
     MANIFEST,
 };
+
+/// The cache directory when none is given: `$KILN_CACHE`, else `~/.cache/kiln/datasets`. The
+/// CLI and the Python package share it, so each finds the other's entries.
+pub fn default_dir() -> std::path::PathBuf {
+    std::env::var_os("KILN_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into()))
+                .join(".cache/kiln/datasets")
+        })
+}

@@ -59,11 +59,7 @@ impl From<OnErrorArg> for OnError {
 }
 
 pub fn default_cache() -> PathBuf {
-    std::env::var_os("KILN_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".cache/kiln/datasets")
-        })
+    kiln::cache::default_dir()
 }
 
 /// Parses sizes like `512MiB`, `2GB`, `1000` (whole bytes, at most 2^63).

@@ -64,6 +64,7 @@ struct LoaderConfig {
     threads: usize,
     backend: AnyBackend,
     device_output: bool,
+    owned_batches: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -151,6 +152,15 @@ impl LoaderBuilder {
     }
     /// Deliver tensors as device-resident `(batch, ...shape)` tensors on the (GPU) backend:
     /// stored tensors are uploaded, raw rows run the spec there. Needs a fixed tensor shape.
+    /// Every batch in buffers of its own, never a view of rows the loader keeps for later
+    /// batches: for consumers that hand out writable (zero-copy) arrays, where writing into
+    /// a shared buffer would change rows of later batches or epochs. Costs one copy of
+    /// storage-order batches, on the loader's thread. Default: false.
+    pub fn owned_batches(mut self, yes: bool) -> Self {
+        self.config.owned_batches = yes;
+        self
+    }
+
     pub fn device_output(mut self, yes: bool) -> Self {
         self.config.device_output = yes;
         self
@@ -300,6 +310,7 @@ impl Loader {
                 threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
                 backend: AnyBackend::Cpu(kiln_core::CpuBackend),
                 device_output: false,
+                owned_batches: false,
             },
             resume: None,
         }

@@ -192,8 +192,9 @@ impl Producer {
     /// batch's rows) are read at the same time.
     fn gather(&mut self, rows: &[u64], upcoming: &[u64]) -> Result<RecordBatch> {
         self.prefetch(rows, upcoming)?;
-        // Storage-order reads (no shuffle) are runs of one row group: a zero-copy slice.
-        if let (Some(&first), Some(&last)) = (rows.first(), rows.last()) {
+        // Storage-order reads (no shuffle) are runs of one row group: a zero-copy slice, unless
+        // the consumer needs buffers of its own (the gather below copies).
+        if let (false, Some(&first), Some(&last)) = (self.config.owned_batches, rows.first(), rows.last()) {
             let b = self.block_of(first);
             let block = &self.entry.blocks[b];
             let contiguous = rows.windows(2).all(|w| w[1] == w[0] + 1);

@@ -1,0 +1,354 @@
+"""kiln: audio and images to training-ready tensors, exactly as librosa and Pillow/torchvision
+compute them, and a loader over kiln's content-hashed Parquet cache in Petastorm's vocabulary.
+
+    import kiln
+    x = kiln.transform({"ops": [{"op": "decode_image", "mode": "RGB"}]}, "cat.jpg")
+    entry = kiln.convert("data/", "examples/log_mel.json")
+    for batch in kiln.Loader(entry, batch_size=32, seed=0, num_epochs=1):
+        batch["tensor"], batch["label_index"]
+
+The same spec gives the same tensor as the ``kiln`` command line, and :func:`convert` shares
+the CLI's cache: each finds the entries the other wrote. Arrays handed out share the memory
+the native code produced (no copy) and are writable: every batch owns its buffers.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import pyarrow as pa
+
+from . import _kiln
+from ._kiln import (
+    ArgumentError,
+    BackendError,
+    CacheError,
+    ConversionError,
+    DecodeError,
+    KilnError,
+    SourceError,
+    SpecError,
+)
+
+__version__ = _kiln.__version__
+
+__all__ = [
+    "transform",
+    "convert",
+    "Entry",
+    "Loader",
+    "default_cache_dir",
+    "KilnError",
+    "SpecError",
+    "DecodeError",
+    "CacheError",
+    "SourceError",
+    "BackendError",
+    "ArgumentError",
+    "ConversionError",
+]
+
+SpecLike = Union[Dict[str, Any], str, "os.PathLike[str]"]
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def _spec_json(spec: SpecLike) -> str:
+    """A spec given as a dict, a JSON string or a path, as validated JSON text."""
+    if isinstance(spec, dict):
+        return json.dumps(spec)
+    if isinstance(spec, os.PathLike):
+        return _kiln.load_spec(os.fspath(spec))
+    if isinstance(spec, str):
+        if spec.lstrip().startswith("{"):
+            return spec
+        return _kiln.load_spec(spec)
+    raise TypeError(f"spec must be a dict, a JSON string or a path, not {type(spec).__name__}")
+
+
+class _Memory:
+    """Owns an Arrow array and exposes its values to numpy (``__array_interface__``)."""
+
+    __slots__ = ("__array_interface__", "_values")
+
+    def __init__(self, values: pa.Array, interface: Dict[str, Any]) -> None:
+        self._values = values
+        self.__array_interface__ = interface
+
+
+def _view(values: pa.Array, dtype: np.dtype, shape: Sequence[int], start: int = 0) -> np.ndarray:
+    """A writable numpy array over ``values`` from element ``start`` on, without copying.
+
+    Only for memory nothing else reads: a transform's result or a loader batch (the native
+    loader gives every batch buffers of its own), so writing into it changes nothing else.
+    """
+    dtype = np.dtype(dtype)
+    shape = tuple(int(d) for d in shape)
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if count == 0 or len(values) == 0:
+        return np.zeros(shape, dtype)
+    data = values.buffers()[1]
+    itemsize = values.type.bit_width // 8
+    address = data.address + (values.offset + start) * itemsize
+    interface = {"shape": shape, "typestr": dtype.str, "data": (address, False), "version": 3}
+    return np.asarray(_Memory(values, interface))
+
+
+def transform(spec: SpecLike, source: Union[PathLike, bytes, bytearray, memoryview], backend: str = "cpu") -> np.ndarray:
+    """Runs ``spec`` on one file (a path) or on the file's bytes; the same shape and dtype as
+    ``kiln transform`` writes to its ``.npy`` (float32, uint8 or complex64).
+
+    ``backend="gpu"`` runs the ops on the GPU (an error, not a fallback, when there is none).
+    Raises :class:`SpecError` for a bad spec and :class:`DecodeError` for a file that cannot
+    be decoded, with the CLI's messages.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        values, shape, dtype = _kiln.transform(_spec_json(spec), data=bytes(source), backend=backend)
+    elif isinstance(source, (str, os.PathLike)):
+        values, shape, dtype = _kiln.transform(_spec_json(spec), path=os.fspath(source), backend=backend)
+    else:
+        raise TypeError(f"source must be a path or bytes, not {type(source).__name__}")
+    if dtype == "complex64":
+        return _view(values, np.float32, [*shape, 2]).view(np.complex64).reshape(shape)
+    return _view(values, np.dtype(dtype), shape)
+
+
+def default_cache_dir() -> Path:
+    """The cache :func:`convert` uses when given none: ``$KILN_CACHE``, else
+    ``~/.cache/kiln/datasets`` (the CLI's)."""
+    return Path(_kiln.default_cache_dir())
+
+
+class Entry:
+    """A converted dataset: one directory of the cache (manifest and Parquet shards).
+
+    ``Entry(path)`` opens an existing entry; :func:`convert` returns one.
+
+    Attributes: ``path``, ``key`` (the content hash naming it), ``rows``, ``failed`` (count),
+    ``failures`` (list of ``{"path", "error"}``), ``label_names`` (index -> name),
+    ``tensor_shape`` (a tuple, or ``None`` when rows vary in shape), ``tensor_dtype``
+    (``"float32"`` or ``"uint8"``), ``cache_hit`` (whether the entry already existed).
+    """
+
+    path: Path
+    key: str
+    rows: int
+    failed: int
+    failures: List[Dict[str, str]]
+    label_names: List[str]
+    tensor_shape: Optional[Tuple[int, ...]]
+    tensor_dtype: str
+    cache_hit: bool
+
+    def __init__(self, path: PathLike, *, cache_hit: bool = True) -> None:
+        info = json.loads(_kiln.entry_info(os.fspath(path)))
+        manifest = info["manifest"]
+        tensor = info["tensor"]
+        self.path = Path(path)
+        self.key = manifest["key"]
+        self.rows = int(manifest["rows"])
+        self.failures = [{"path": f["path"], "error": f["error"]} for f in manifest["failed"]]
+        self.failed = len(self.failures)
+        self.label_names = list(manifest["labels"])
+        self.tensor_shape = None if tensor["shape"] is None else tuple(tensor["shape"])
+        self.tensor_dtype = tensor["dtype"]
+        self.cache_hit = cache_hit
+        self.manifest: Dict[str, Any] = manifest
+
+    def __repr__(self) -> str:
+        return f"kiln.Entry({str(self.path)!r}, rows={self.rows}, tensor={self.tensor_dtype}{list(self.tensor_shape or [])})"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+
+def convert(
+    source: PathLike,
+    spec: SpecLike,
+    cache_dir: Optional[PathLike] = None,
+    include: Optional[Sequence[str]] = None,
+    labels: Optional[PathLike] = None,
+    label_regex: Optional[str] = None,
+    on_error: str = "skip",
+    backend: str = "cpu",
+    workers: Optional[int] = None,
+    materialize: str = "tensor",
+    progress: bool = True,
+    **table: Any,
+) -> Entry:
+    """``kiln convert``: transforms every file of ``source`` (a directory, an object-store URL
+    or, with ``source_format="parquet"``, Parquet tables) into a cache entry, or finds it in the
+    cache (same key as the CLI for the same inputs and options: each reuses the other's).
+
+    ``include``: glob patterns of files to take; ``labels``: a CSV/Parquet file of
+    ``path,label`` (default: the parent directory's name), or ``label_regex`` with one group;
+    ``on_error``: ``"skip"`` (failures listed on the entry) or ``"fail"``; ``materialize``:
+    ``"tensor"`` (store the transformed tensor) or ``"raw"`` (store the bytes; the spec runs
+    when read). Table sources take ``source_format="parquet"``, ``path_column``,
+    ``content_column``, ``label_column``. A progress bar shows on a terminal unless
+    ``progress=False``.
+    """
+    unknown = set(table) - {"source_format", "path_column", "content_column", "label_column"}
+    if unknown:
+        raise TypeError(f"convert() got unexpected keyword arguments {sorted(unknown)}")
+    report = json.loads(
+        _kiln.convert(
+            os.fspath(source),
+            _spec_json(spec),
+            cache_dir=None if cache_dir is None else os.fspath(cache_dir),
+            include=None if include is None else list(include),
+            labels=None if labels is None else os.fspath(labels),
+            label_regex=label_regex,
+            on_error=on_error,
+            backend=backend,
+            workers=workers,
+            materialize=materialize,
+            progress=progress,
+            **table,
+        )
+    )
+    entry = Entry(report["entry"], cache_hit=bool(report["cache_hit"]))
+    entry.report = report
+    return entry
+
+
+Batch = Dict[str, Any]
+
+
+def _batch_arrays(records: pa.RecordBatch, shape: Optional[Tuple[int, ...]], dtype: np.dtype) -> Batch:
+    """A loader batch as numpy arrays over the batch's own Arrow buffers."""
+    out: Batch = {}
+    names = records.schema.names
+    rows = records.num_rows
+    for name in names:
+        column = records.column(name)
+        if name == "tensor":
+            out["tensor"] = _tensor_column(records, column, shape, dtype)
+        elif name == "shape":
+            continue
+        elif name == "path":
+            out["path"] = column.to_pylist()
+        elif pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+            numpy_dtype = column.type.to_pandas_dtype()
+            out[name] = _view(column, numpy_dtype, [rows])
+        else:
+            out[name] = column.to_pylist()
+    return out
+
+
+def _tensor_column(records: pa.RecordBatch, column: pa.Array, shape: Optional[Tuple[int, ...]], dtype: np.dtype):
+    rows = records.num_rows
+    values = column.values
+    if shape is not None:
+        # FixedSizeList: one contiguous (rows, *shape) block.
+        return _view(values, dtype, [rows, *shape], start=column.offset * int(np.prod(shape, dtype=np.int64)))
+    shapes = [tuple(s) for s in records.column("shape").to_pylist()]
+    offsets = column.offsets.to_numpy()
+    if shapes and all(s == shapes[0] for s in shapes):
+        return _view(values, dtype, [rows, *shapes[0]], start=int(offsets[0]))
+    return [_view(values, dtype, s, start=int(offsets[i])) for i, s in enumerate(shapes)]
+
+
+class Loader:
+    """Batches of an entry, as dicts of numpy arrays, in Petastorm's vocabulary.
+
+    Each batch: ``tensor`` (``(B, *shape)`` when the entry's shape is fixed or the batch's rows
+    share one, else a list of per-row arrays), ``label_index``, ``row_id``, ``label``
+    (strings) and ``path`` (list of str), or the ``columns`` asked for.
+
+    ``cur_shard``/``shard_count`` split the rows between workers (disjoint, covering, equal);
+    ``seed`` shuffles (the same seed gives the same order); ``num_epochs=None`` repeats
+    forever, as Petastorm. ``state_dict()`` / ``load_state_dict()`` (torchdata's
+    StatefulDataLoader names) resume mid-epoch with exactly the rows not yet seen.
+    ``len(loader)`` is the number of batches per epoch.
+    """
+
+    def __init__(
+        self,
+        entry: Union[Entry, PathLike],
+        batch_size: int = 32,
+        cur_shard: int = 0,
+        shard_count: int = 1,
+        seed: Optional[int] = None,
+        num_epochs: Optional[int] = None,
+        drop_last: bool = False,
+        prefetch: int = 4,
+        columns: Optional[Sequence[str]] = None,
+        backend: str = "cpu",
+    ) -> None:
+        self.entry = entry if isinstance(entry, Entry) else Entry(entry)
+        self.batch_size = batch_size
+        self.cur_shard = cur_shard
+        self.shard_count = shard_count
+        self.seed = seed
+        self.num_epochs = num_epochs
+        self.drop_last = drop_last
+        self.prefetch = prefetch
+        self.columns = None if columns is None else list(columns)
+        self.backend = backend
+        self._dtype = np.dtype(self.entry.tensor_dtype)
+        self._state: Optional[str] = None
+        self._native = self._open(None)
+
+    def _open(self, state: Optional[str]) -> "_kiln.Loader":
+        return _kiln.Loader(
+            os.fspath(self.entry.path),
+            batch_size=self.batch_size,
+            cur_shard=self.cur_shard,
+            shard_count=self.shard_count,
+            seed=self.seed,
+            num_epochs=self.num_epochs,
+            drop_last=self.drop_last,
+            prefetch=self.prefetch,
+            columns=self.columns,
+            state_json=state,
+            backend=self.backend,
+        )
+
+    def __len__(self) -> int:
+        return int(self._native.batches_per_epoch)
+
+    @property
+    def rows_per_epoch(self) -> int:
+        """Rows this shard gets per epoch."""
+        return int(self._native.rows_per_epoch)
+
+    def __iter__(self) -> Iterator[Batch]:
+        while True:
+            item = self._native.next_batch()
+            if item is None:
+                return
+            records, epoch, state = item
+            self._state = state
+            batch = _batch_arrays(records, self.entry.tensor_shape, self._dtype)
+            batch["epoch"] = epoch
+            yield batch
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Where the loader is: after the last batch handed out (JSON-serialisable)."""
+        state = json.loads(self._state if self._state is not None else self._native.state_json())
+        return {"seed": state["seed"], "epoch": state["epoch"], "position": state["position"],
+                "entry_key": self.entry.key, "cur_shard": self.cur_shard, "shard_count": self.shard_count}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Continues from ``state`` (from :meth:`state_dict`): the next batch starts at the
+        first row not yet seen. The entry and sharding must be the ones it was taken with."""
+        for key, mine in (("entry_key", self.entry.key), ("cur_shard", self.cur_shard), ("shard_count", self.shard_count)):
+            if key in state and state[key] != mine:
+                raise ArgumentError(f"state: {key} {state[key]!r} is not this loader's {mine!r}")
+        native = json.dumps({"seed": state.get("seed"), "epoch": int(state["epoch"]), "position": int(state["position"])})
+        self._native.close()
+        self._native = self._open(native)
+        self._state = native
+
+    def close(self) -> None:
+        """Stops the loader's threads and releases the entry (also done when it is collected)."""
+        self._native.close()
+
+    def __enter__(self) -> "Loader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
