@@ -1,0 +1,91 @@
+"""Type stubs for kiln's native module (``kiln._kiln``); use the ``kiln`` package instead."""
+from typing import List, Optional, Tuple
+
+import pyarrow as pa
+
+__version__: str
+
+class KilnError(Exception):
+    """Base class of every error kiln raises."""
+
+class SpecError(KilnError):
+    """A transform spec is invalid."""
+
+class DecodeError(KilnError):
+    """A file could not be decoded or transformed."""
+
+class CacheError(KilnError):
+    """A cache entry, shard or label file is unusable."""
+
+class SourceError(KilnError):
+    """A source could not be listed or read (files, object stores)."""
+
+class BackendError(KilnError):
+    """The GPU backend could not start or run."""
+
+class ArgumentError(KilnError):
+    """An option is out of range or inconsistent."""
+
+class ConversionError(KilnError):
+    """Items failed under on_error='fail', or all items failed."""
+
+def transform(
+    spec_json: str, path: Optional[str] = None, data: Optional[bytes] = None, backend: str = "cpu"
+) -> Tuple[pa.Array, List[int], str]:
+    """Runs a spec on one input; returns ``(values, shape, dtype)``."""
+
+def convert(
+    source: str,
+    spec_json: str,
+    cache_dir: Optional[str] = None,
+    include: Optional[List[str]] = None,
+    labels: Optional[str] = None,
+    label_regex: Optional[str] = None,
+    on_error: str = "skip",
+    backend: str = "cpu",
+    workers: Optional[int] = None,
+    materialize: str = "tensor",
+    progress: bool = True,
+    source_format: str = "files",
+    path_column: str = "path",
+    content_column: str = "content",
+    label_column: Optional[str] = None,
+) -> str:
+    """``kiln convert``; returns the report as JSON."""
+
+def entry_info(path: str) -> str:
+    """An entry's manifest and delivered tensor as JSON."""
+
+def load_spec(path: str) -> str:
+    """Reads and validates a spec file; returns its JSON."""
+
+def default_cache_dir() -> str:
+    """``$KILN_CACHE``, else ``~/.cache/kiln/datasets``."""
+
+class Loader:
+    """The native loader; use :class:`kiln.Loader`."""
+
+    def __init__(
+        self,
+        entry: str,
+        batch_size: int = 32,
+        cur_shard: int = 0,
+        shard_count: int = 1,
+        seed: Optional[int] = None,
+        num_epochs: Optional[int] = None,
+        drop_last: bool = False,
+        prefetch: int = 4,
+        columns: Optional[List[str]] = None,
+        state_json: Optional[str] = None,
+        backend: str = "cpu",
+    ) -> None: ...
+    def next_batch(self) -> Optional[Tuple[pa.RecordBatch, int, str]]:
+        """The next batch, its epoch and the state after it (JSON), or None at the end."""
+    def state_json(self) -> str:
+        """The state after the last batch handed out, as JSON."""
+    @property
+    def rows_per_epoch(self) -> int: ...
+    @property
+    def batches_per_epoch(self) -> int: ...
+    def close(self) -> None:
+        """Stops the loader's threads and releases the entry."""
