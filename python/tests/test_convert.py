@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +201,41 @@ def test_label_regex_and_labels_file(audio12, tmp_path):
     for b in all_rows(by_file, batch_size=12):
         for path, label, index in zip(b["path"], b["label"], b["label_index"]):
             assert label == want[path] and by_file.label_names[index] == label
+
+
+def run_in_terminal(code: str) -> str:
+    """Runs ``code`` in a fresh interpreter whose stdout and stderr are a pseudo-terminal."""
+    master, slave = os.openpty()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(kiln.__file__).parent.parent), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert proc.wait(timeout=60) == 0, out.decode(errors="replace")
+    return out.decode(errors="replace")
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_progress_bar_on_a_terminal_only_when_asked(progress, audio12, tmp_path):
+    code = (f"import kiln; e = kiln.convert({str(audio12)!r}, {json.dumps(FIXED_MEL)!r}, "
+            f"cache_dir={str(tmp_path)!r}, progress={progress}); print('rows', e.rows)")
+    out = run_in_terminal(code)
+    assert "rows 12" in out
+    if progress:
+        assert "converting" in out and "/12 items" in out, out
+    else:
+        assert "converting" not in out and "items" not in out, out
+
+
+def test_no_progress_output_when_not_a_terminal(audio12, tmp_path, capfd):
+    kiln.convert(audio12, FIXED_MEL, cache_dir=tmp_path, progress=True)
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")

@@ -265,3 +265,17 @@ def test_loader_tensor_shape(entry12):
     with kiln.Loader(entry12, batch_size=12, num_epochs=1) as loader:
         (b,) = list(loader)
     assert b["tensor"].shape == (12, *FIXED_MEL_SHAPE)
+
+
+def test_a_second_pass_is_not_silently_empty(entry12):
+    """Petastorm's loaders reset their reader when iterated again after a full pass; a
+    training loop ``for epoch in ...: for batch in loader`` must not get empty epochs without
+    a word. Either behaviour is acceptable: another pass, or an error that says why."""
+    with kiln.Loader(entry12, batch_size=5, num_epochs=1) as loader:
+        first = row_ids(loader)
+        try:
+            second = row_ids(loader)
+        except kiln.KilnError as e:
+            assert "again" in str(e) or "finished" in str(e) or "new Loader" in str(e), str(e)
+        else:
+            assert second == first, "a second pass over a finished loader yielded nothing"
