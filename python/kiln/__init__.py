@@ -193,6 +193,8 @@ def convert(
     unknown = set(table) - {"source_format", "path_column", "content_column", "label_column"}
     if unknown:
         raise TypeError(f"convert() got unexpected keyword arguments {sorted(unknown)}")
+    if workers is not None:
+        _check_int("workers", workers, 0)
     report = json.loads(
         _kiln.convert(
             os.fspath(source),
@@ -215,6 +217,17 @@ def convert(
 
 
 Batch = Dict[str, Any]
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    """An integer option, or an ArgumentError naming it (rather than an OverflowError from the
+    native layer's unsigned types); ranges beyond that are checked natively, with the CLI's
+    messages."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ArgumentError(f"{name}: expected an integer, got {value!r}")
+    if value < minimum:
+        raise ArgumentError(f"{name}: {value} is below {minimum}")
+    return int(value)
 
 
 def _batch_arrays(records: pa.RecordBatch, shape: Optional[Tuple[int, ...]], dtype: np.dtype) -> Batch:
@@ -279,27 +292,37 @@ class Loader:
         backend: str = "cpu",
     ) -> None:
         self.entry = entry if isinstance(entry, Entry) else Entry(entry)
-        self.batch_size = batch_size
-        self.cur_shard = cur_shard
-        self.shard_count = shard_count
-        self.seed = seed
-        self.num_epochs = num_epochs
+        self.batch_size = _check_int("batch_size", batch_size, 0)
+        self.cur_shard = _check_int("cur_shard", cur_shard, 0)
+        self.shard_count = _check_int("shard_count", shard_count, 0)
+        self.seed = None if seed is None else _check_int("seed", seed, 0)
+        self.num_epochs = None if num_epochs is None else _check_int("num_epochs", num_epochs, 0)
+        _check_int("prefetch", prefetch, 0)
         self.drop_last = drop_last
         self.prefetch = prefetch
         self.columns = None if columns is None else list(columns)
         self.backend = backend
         self._dtype = np.dtype(self.entry.tensor_dtype)
         self._state: Optional[str] = None
+        # Passes over the loader: a pass that runs out continues with the next epochs.
+        self._pass = 0
+        # Set when a loop ran out of batches: the next loop starts the next pass. A loader
+        # resumed at the end of a run yields nothing on its first loop, like the run did.
+        self._exhausted = False
         self._native = self._open(None)
 
     def _open(self, state: Optional[str]) -> "_kiln.Loader":
+        epochs = self.num_epochs
+        if epochs is not None:
+            # Epochs are counted from the first pass (states carry absolute epoch numbers).
+            epochs *= self._pass + 1
         return _kiln.Loader(
             os.fspath(self.entry.path),
             batch_size=self.batch_size,
             cur_shard=self.cur_shard,
             shard_count=self.shard_count,
             seed=self.seed,
-            num_epochs=self.num_epochs,
+            num_epochs=epochs,
             drop_last=self.drop_last,
             prefetch=self.prefetch,
             columns=self.columns,
@@ -316,15 +339,25 @@ class Loader:
         return int(self._native.rows_per_epoch)
 
     def __iter__(self) -> Iterator[Batch]:
-        while True:
-            item = self._native.next_batch()
-            if item is None:
-                return
+        """Batches from where the loader is. A loop left early continues where it stopped;
+        once ``num_epochs`` epochs are delivered, a new loop starts the next ``num_epochs``
+        (reshuffled by epoch), as a training loop ``for epoch in ...: for batch in loader``
+        expects, rather than coming back empty."""
+        if self._exhausted and self.num_epochs is not None:
+            self._pass += 1
+            state = {"seed": self.seed, "epoch": self.num_epochs * self._pass, "position": 0}
+            self._native.close()
+            self._native = self._open(json.dumps(state))
+        self._exhausted = False
+        item = self._native.next_batch()
+        while item is not None:
             records, epoch, state = item
             self._state = state
             batch = _batch_arrays(records, self.entry.tensor_shape, self._dtype)
             batch["epoch"] = epoch
             yield batch
+            item = self._native.next_batch()
+        self._exhausted = True
 
     def state_dict(self) -> Dict[str, Any]:
         """Where the loader is: after the last batch handed out (JSON-serialisable)."""
@@ -338,10 +371,21 @@ class Loader:
         for key, mine in (("entry_key", self.entry.key), ("cur_shard", self.cur_shard), ("shard_count", self.shard_count)):
             if key in state and state[key] != mine:
                 raise ArgumentError(f"state: {key} {state[key]!r} is not this loader's {mine!r}")
-        native = json.dumps({"seed": state.get("seed"), "epoch": int(state["epoch"]), "position": int(state["position"])})
+        missing = [key for key in ("epoch", "position") if key not in state]
+        if missing:
+            raise ArgumentError(f"state: missing {', '.join(missing)} (not a kiln.Loader state_dict)")
+        epoch = _check_int("state epoch", state["epoch"], 0)
+        position = _check_int("state position", state["position"], 0)
+        native = json.dumps({"seed": state.get("seed"), "epoch": epoch, "position": position})
+        if self.num_epochs is not None:
+            # The pass the state belongs to: a state at an epoch's start (position 0) ends the
+            # epoch before it, so a state saved after a run's last batch resumes to nothing.
+            last = epoch if position > 0 else epoch - 1
+            self._pass = max(0, last // self.num_epochs)
         self._native.close()
         self._native = self._open(native)
         self._state = native
+        self._exhausted = False
 
     def close(self) -> None:
         """Stops the loader's threads and releases the entry (also done when it is collected)."""

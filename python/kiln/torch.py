@@ -103,6 +103,9 @@ class Dataset(IterableDataset):
     ``shard_count``) times the DataLoader's workers, disjoint and of equal size. When a reader
     would get no rows, iterating raises :class:`kiln.ArgumentError` naming the counts instead
     of leaving that worker silently empty (the hang other loaders are known for).
+
+    It has no ``len()``: the batches a DataLoader gets depend on its worker count, which the
+    dataset cannot know in the main process (a wrong length makes DataLoader warn).
     """
 
     def __init__(
@@ -146,13 +149,3 @@ class Dataset(IterableDataset):
                 yield to_torch(batch)
         finally:
             loader.close()
-
-    def __len__(self) -> int:
-        """Batches per epoch over all readers of this process (an estimate for DataLoader)."""
-        shard, count = self.reader()
-        per_reader = self.entry.rows // count
-        info = get_worker_info()
-        workers = info.num_workers if info is not None else 1
-        drop_last = bool(self.loader_kwargs.get("drop_last", False))
-        per_batch = per_reader // self.batch_size if drop_last else -(-per_reader // self.batch_size)
-        return per_batch * workers

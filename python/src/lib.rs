@@ -21,45 +21,47 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 
+// Declared in module `kiln` (which re-exports them), so pickle finds them by name: errors
+// raised in DataLoader worker processes must reach the main process intact.
 create_exception!(
-    _kiln,
+    kiln,
     KilnError,
     PyException,
     "Base class of every error kiln raises."
 );
-create_exception!(_kiln, SpecError, KilnError, "A transform spec is invalid.");
+create_exception!(kiln, SpecError, KilnError, "A transform spec is invalid.");
 create_exception!(
-    _kiln,
+    kiln,
     DecodeError,
     KilnError,
     "A file could not be decoded or transformed."
 );
 create_exception!(
-    _kiln,
+    kiln,
     CacheError,
     KilnError,
     "A cache entry, shard or label file is unusable."
 );
 create_exception!(
-    _kiln,
+    kiln,
     SourceError,
     KilnError,
     "A source could not be listed or read (files, object stores)."
 );
 create_exception!(
-    _kiln,
+    kiln,
     BackendError,
     KilnError,
     "The GPU backend could not start or run."
 );
 create_exception!(
-    _kiln,
+    kiln,
     ArgumentError,
     KilnError,
     "An option is out of range or inconsistent."
 );
 create_exception!(
-    _kiln,
+    kiln,
     ConversionError,
     KilnError,
     "Items failed under on_error='fail', or all items failed."

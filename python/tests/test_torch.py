@@ -146,7 +146,9 @@ def test_dataset_in_the_main_process(entry12):
     dataset = ktorch.Dataset(entry12, batch_size=5)
     batches = list(dataset)
     assert [b["tensor"].shape[0] for b in batches] == [5, 5, 2]
-    assert len(dataset) == 3
+    # No len(): the batch count depends on the DataLoader's workers, unknown to the dataset.
+    with pytest.raises(TypeError):
+        len(dataset)
 
 
 @pytest.fixture(scope="module")
