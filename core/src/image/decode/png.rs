@@ -381,21 +381,14 @@ fn gray_alpha_to_rgba(la: &[u8]) -> Vec<u8> {
         .collect()
 }
 
-/// CRC-32 (ISO-HDLC, PNG's) over the concatenated parts; only ever run over `PLTE`/`tRNS`
-/// chunks (at most a few hundred bytes), so bit by bit.
+/// CRC-32 (ISO-HDLC, PNG's) over the concatenated parts, with the crc32fast crate the PNG
+/// decoder already uses.
 fn crc32(parts: &[&[u8]]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in parts.iter().flat_map(|p| p.iter()) {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
+    let mut hasher = crc32fast::Hasher::new();
+    for part in parts {
+        hasher.update(part);
     }
-    !crc
+    hasher.finalize()
 }
 
 #[cfg(test)]
