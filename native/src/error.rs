@@ -87,6 +87,12 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A model endpoint could not be used (unreachable, not ready, unexpected answers).
+    #[error("endpoint {url}: {problem}")]
+    Endpoint { url: String, problem: String },
+    /// A scoring output directory holds something kiln will not overwrite or cannot read.
+    #[error("scoring output {}: {problem}", dir.display())]
+    ScoreOutput { dir: PathBuf, problem: String },
     /// `kiln serve` failed.
     #[error(transparent)]
     Serve(#[from] crate::serve::ServeError),

@@ -8,6 +8,7 @@
 //! - [`cache`]: entries (key, manifest, locks, gc); [`shards`]: their Parquet files, writer
 //!   beside the verifying reader.
 //! - [`loader`]: an entry back as shuffled, sharded, resumable batches ([`loader::Loader`]).
+//! - [`score`]: a model (in-process ONNX or an inference server) over an entry's rows.
 //! - [`export`] (TFRecord) and [`serve`] (the labeling page).
 //!
 //! Errors are one typed [`Error`].
@@ -19,6 +20,7 @@ pub mod export;
 pub mod fsio;
 pub mod items;
 pub mod loader;
+pub mod score;
 pub mod serve;
 pub mod shards;
 pub mod transform;

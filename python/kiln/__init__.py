@@ -38,6 +38,7 @@ __version__ = _kiln.__version__
 __all__ = [
     "transform",
     "convert",
+    "score",
     "Entry",
     "Loader",
     "default_cache_dir",
@@ -214,6 +215,78 @@ def convert(
     entry = Entry(report["entry"], cache_hit=bool(report["cache_hit"]))
     entry.report = report
     return entry
+
+
+_SCORE_OPTIONS = {
+    "model_version",
+    "spec",
+    "cache_dir",
+    "batch_size",
+    "workers",
+    "concurrency",
+    "retries",
+    "timeout",
+    "max_rps",
+    "input_name",
+    "engine",
+    "ort_lib",
+    "shard_rows",
+    "progress",
+}
+
+
+def score(
+    input: Union[PathLike, "Entry"],
+    model: Optional[PathLike] = None,
+    endpoint: Optional[str] = None,
+    model_name: Optional[str] = None,
+    output: Optional[PathLike] = None,
+    **options: Any,
+) -> Dict[str, Any]:
+    """``kiln score``: runs an ONNX ``model`` in process (tract; ``engine="onnxruntime"`` with
+    ``ort_lib=``), or posts batches to an Open Inference Protocol v2 ``endpoint`` (Triton,
+    KServe, MLServer) serving ``model_name``, over every row of ``input`` (a cache entry, or a
+    source converted first with ``spec=``). Writes ``output/part-NNNNN.parquet`` (row_id,
+    path, label, label_index, one fixed-size float32 list column per model output, error) and
+    ``output/manifest.json``; re-running resumes or does nothing.
+
+    Options, as the CLI's flags: ``spec``, ``cache_dir``, ``batch_size`` (64), ``workers``
+    (cores), ``concurrency`` (8), ``retries`` (5), ``timeout`` (seconds, 30), ``max_rps``,
+    ``input_name``, ``model_version``, ``engine``, ``ort_lib``, ``shard_rows``, ``progress``.
+
+    Returns the report: ``output``, ``rows``, ``scored``, ``failed``, ``seconds``,
+    ``rows_per_s``, ``input_entry`` and ``failures`` (each ``row_id``, ``path``, ``error``).
+    Failed rows do not raise: check ``report["failed"]``.
+    """
+    unknown = set(options) - _SCORE_OPTIONS
+    if unknown:
+        raise TypeError(f"score() got unexpected keyword arguments {sorted(unknown)}")
+    if output is None:
+        raise TypeError("score() needs output= (the output directory)")
+    spec = options.pop("spec", None)
+    cache_dir = options.pop("cache_dir", None)
+    ort_lib = options.pop("ort_lib", None)
+    timeout = options.pop("timeout", 30.0)
+    for name in ("batch_size", "workers", "concurrency", "shard_rows"):
+        if options.get(name) is not None:
+            _check_int(name, options[name], 1)
+    if options.get("retries") is not None:
+        _check_int("retries", options["retries"], 0)
+    report = json.loads(
+        _kiln.score(
+            os.fspath(input),
+            os.fspath(output),
+            model=None if model is None else os.fspath(model),
+            endpoint=endpoint,
+            model_name=model_name,
+            spec_json=None if spec is None else _spec_json(spec),
+            cache_dir=None if cache_dir is None else os.fspath(cache_dir),
+            ort_lib=None if ort_lib is None else os.fspath(ort_lib),
+            timeout_s=float(timeout),
+            **options,
+        )
+    )
+    return report
 
 
 Batch = Dict[str, Any]

@@ -62,6 +62,11 @@ def convert(source: PathLike, spec: SpecLike, cache_dir: PathLike | None = None,
     ``content_column``, ``label_column``. A progress bar shows on a terminal unless
     ``progress=False``.
     '''
+def score(input: PathLike | Entry, model: PathLike | None = None, endpoint: str | None = None, model_name: str | None = None, output: PathLike | None = None, **options: Any) -> dict[str, Any]:
+    '''``kiln score``: an ONNX ``model`` in process, or an OIP v2 ``endpoint`` serving
+    ``model_name``, over every row of ``input``; writes Parquet shards and ``manifest.json``
+    to ``output`` and returns the report (``output``, ``rows``, ``scored``, ``failed``,
+    ``seconds``, ``rows_per_s``, ``input_entry``, ``failures``).'''
 Batch = dict[str, Any]
 
 class Loader:

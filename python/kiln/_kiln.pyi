@@ -34,6 +34,27 @@ def transform(
 ) -> Tuple[pa.Array, List[int], str]:
     """Runs a spec on one input; returns ``(values, shape, dtype)``."""
 
+def score(
+    input: str,
+    output: str,
+    model: Optional[str] = None,
+    endpoint: Optional[str] = None,
+    model_name: Optional[str] = None,
+    model_version: Optional[str] = None,
+    spec_json: Optional[str] = None,
+    cache_dir: Optional[str] = None,
+    batch_size: int = 64,
+    workers: Optional[int] = None,
+    concurrency: int = 8,
+    retries: int = 5,
+    timeout_s: float = 30.0,
+    max_rps: Optional[float] = None,
+    input_name: Optional[str] = None,
+    engine: str = "tract",
+    ort_lib: Optional[str] = None,
+    shard_rows: int = 8192,
+    progress: bool = True,
+) -> str: ...
 def convert(
     source: str,
     spec_json: str,

@@ -85,6 +85,8 @@ fn py_error(error: kiln::Error) -> PyErr {
         }
         E::Gpu(_) => BackendError::new_err(message),
         E::Invalid { .. } => ArgumentError::new_err(message),
+        E::Endpoint { .. } => SourceError::new_err(message),
+        E::ScoreOutput { .. } => CacheError::new_err(message),
         E::ItemFailed { .. } | E::AllFailed { .. } => ConversionError::new_err(message),
         _ => KilnError::new_err(message),
     }
@@ -236,6 +238,76 @@ fn convert(
     serde_json::to_string(&report).map_err(|e| KilnError::new_err(e.to_string()))
 }
 
+/// `kiln score`: returns the report as JSON (the CLI's `--json`, plus `failures`). Failed rows
+/// are in the report, not an exception: the caller decides what they mean.
+#[pyfunction]
+#[pyo3(signature = (input, output, model=None, endpoint=None, model_name=None, model_version=None,
+                    spec_json=None, cache_dir=None, batch_size=64, workers=None, concurrency=8,
+                    retries=5, timeout_s=30.0, max_rps=None, input_name=None, engine="tract",
+                    ort_lib=None, shard_rows=kiln::score::DEFAULT_SHARD_ROWS, progress=true))]
+#[allow(clippy::too_many_arguments)]
+fn score(
+    py: Python<'_>,
+    input: String,
+    output: PathBuf,
+    model: Option<PathBuf>,
+    endpoint: Option<String>,
+    model_name: Option<String>,
+    model_version: Option<String>,
+    spec_json: Option<&str>,
+    cache_dir: Option<PathBuf>,
+    batch_size: usize,
+    workers: Option<usize>,
+    concurrency: usize,
+    retries: u32,
+    timeout_s: f64,
+    max_rps: Option<f64>,
+    input_name: Option<String>,
+    engine: &str,
+    ort_lib: Option<PathBuf>,
+    shard_rows: usize,
+    progress: bool,
+) -> PyResult<String> {
+    use kiln::score::{Backoff, Engine, EndpointOptions, ModelSource, ScoreOptions};
+    if !(timeout_s.is_finite() && timeout_s > 0.0 && timeout_s < 1e9) {
+        return Err(argument("timeout", format!("{timeout_s} is not a positive number of seconds")));
+    }
+    let source = match (model, endpoint) {
+        (Some(path), None) => ModelSource::Onnx {
+            path,
+            engine: match engine {
+                "tract" => Engine::Tract,
+                "onnxruntime" => Engine::OnnxRuntime { library: ort_lib },
+                other => return Err(argument("engine", format!("{other:?} is not 'tract' or 'onnxruntime'"))),
+            },
+        },
+        (None, Some(url)) => ModelSource::Endpoint(EndpointOptions {
+            url,
+            model_name: model_name.ok_or_else(|| argument("model_name", "an endpoint needs the model's name"))?,
+            model_version,
+            input_name: input_name.clone(),
+            concurrency,
+            retries,
+            timeout: std::time::Duration::from_secs_f64(timeout_s),
+            max_rps,
+            backoff: Backoff::default(),
+        }),
+        _ => return Err(argument("model", "give model= (an ONNX file) or endpoint= (with model_name=)")),
+    };
+    let mut options = ScoreOptions::new(input, source, output);
+    options.spec = spec_json.map(spec_from_json).transpose()?;
+    options.cache = cache_dir.unwrap_or_else(kiln::cache::default_dir);
+    options.input_name = input_name;
+    options.batch_size = batch_size;
+    if let Some(workers) = workers {
+        options.workers = workers;
+    }
+    options.shard_rows = shard_rows;
+    options.progress = progress;
+    let report = py.detach(|| kiln::score::score(&options)).map_err(py_error)?;
+    serde_json::to_string(&report).map_err(|e| KilnError::new_err(e.to_string()))
+}
+
 /// An entry's manifest and the tensor it delivers, as JSON: `{"manifest": ..., "tensor":
 /// {"dtype", "shape"}}`.
 #[pyfunction]
@@ -373,6 +445,7 @@ fn _kiln(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_function(wrap_pyfunction!(transform, m)?)?;
     m.add_function(wrap_pyfunction!(convert, m)?)?;
+    m.add_function(wrap_pyfunction!(score, m)?)?;
     m.add_function(wrap_pyfunction!(entry_info, m)?)?;
     m.add_function(wrap_pyfunction!(default_cache_dir, m)?)?;
     m.add_function(wrap_pyfunction!(load_spec, m)?)?;

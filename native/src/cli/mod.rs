@@ -1,6 +1,7 @@
 //! The command line: clap types and the mapping onto the library. `anyhow` lives only here.
 
 mod args;
+mod score;
 mod stream;
 
 use std::io::Write;
@@ -55,6 +56,9 @@ enum Command {
     },
     /// Stream a cache entry as batches and report throughput and a checksum.
     Stream(stream::StreamArgs),
+    /// Score a cache entry (or a source, converted first) with an ONNX model or an inference
+    /// server; writes Parquet shards and a manifest to OUT_DIR, resumable and idempotent.
+    Score(Box<score::ScoreArgs>),
     /// Serve the labeling page; with --dir, also a dataset's files and a labels endpoint.
     Serve {
         /// Dataset directory (WAV/FLAC/MP3/Ogg, PNG/JPEG/WebP); labels are saved to DIR/labels.csv.
@@ -320,6 +324,7 @@ fn run(cli: Cli) -> Result<()> {
         })?),
         Command::Cache { command } => run_cache(command),
         Command::Stream(args) => stream::run(args),
+        Command::Score(args) => score::run(*args),
         Command::Export {
             entry,
             format,
