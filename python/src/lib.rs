@@ -268,9 +268,12 @@ fn score(
     shard_rows: usize,
     progress: bool,
 ) -> PyResult<String> {
-    use kiln::score::{Backoff, Engine, EndpointOptions, ModelSource, ScoreOptions};
+    use kiln::score::{Backoff, EndpointOptions, Engine, ModelSource, ScoreOptions};
     if !(timeout_s.is_finite() && timeout_s > 0.0 && timeout_s < 1e9) {
-        return Err(argument("timeout", format!("{timeout_s} is not a positive number of seconds")));
+        return Err(argument(
+            "timeout",
+            format!("{timeout_s} is not a positive number of seconds"),
+        ));
     }
     let source = match (model, endpoint) {
         (Some(path), None) => ModelSource::Onnx {
@@ -278,12 +281,18 @@ fn score(
             engine: match engine {
                 "tract" => Engine::Tract,
                 "onnxruntime" => Engine::OnnxRuntime { library: ort_lib },
-                other => return Err(argument("engine", format!("{other:?} is not 'tract' or 'onnxruntime'"))),
+                other => {
+                    return Err(argument(
+                        "engine",
+                        format!("{other:?} is not 'tract' or 'onnxruntime'"),
+                    ))
+                }
             },
         },
         (None, Some(url)) => ModelSource::Endpoint(EndpointOptions {
             url,
-            model_name: model_name.ok_or_else(|| argument("model_name", "an endpoint needs the model's name"))?,
+            model_name: model_name
+                .ok_or_else(|| argument("model_name", "an endpoint needs the model's name"))?,
             model_version,
             input_name: input_name.clone(),
             concurrency,
@@ -292,7 +301,12 @@ fn score(
             max_rps,
             backoff: Backoff::default(),
         }),
-        _ => return Err(argument("model", "give model= (an ONNX file) or endpoint= (with model_name=)")),
+        _ => {
+            return Err(argument(
+                "model",
+                "give model= (an ONNX file) or endpoint= (with model_name=)",
+            ))
+        }
     };
     let mut options = ScoreOptions::new(input, source, output);
     options.spec = spec_json.map(spec_from_json).transpose()?;

@@ -353,9 +353,34 @@ def test_errors_name_the_problem(mel_entry, image_entry, onnx_models, tmp_path):
     message = cli_error("score", mel_entry, "--model", onnx_models["mlp"], "-o", out, "--input-name", "nope")
     assert '"nope"' in message and '"input"' in message
     assert "--batch-size" in cli_error("score", mel_entry, "--model", onnx_models["mlp"], "-o", out, "--batch-size", "0")
-    message = cli_error("score", mel_entry, "--model", onnx_models["mlp"], "-o", out, "--engine", "onnxruntime")
-    assert "onnxruntime" in message
+    message = run_cli("score", mel_entry, "--model", onnx_models["mlp"], "-o", out, "--engine", "onnxruntime", check=False).stderr
+    assert "--ort-lib or ORT_DYLIB_PATH" in message, message
     assert not out.exists() or not list(out.glob("part-*"))
+
+
+def ort_library() -> str:
+    """The onnxruntime wheel's own library (what `--ort-lib` is for)."""
+    return str(next(Path(ort.__file__).parent.glob("capi/libonnxruntime.so*")))
+
+
+def test_the_onnxruntime_engine_equals_python_onnxruntime(mel_entry, image_entry, onnx_models, tmp_path):
+    """Needs kiln built with `--features onnxruntime` (scripts/test builds it so)."""
+    for entry, name in [(mel_entry, "mlp"), (image_entry, "cnn")]:
+        stored = entry_tensors(entry)
+        expected = ort_outputs(onnx_models[name], stored)
+        out = tmp_path / name
+        score_json(entry, "--model", onnx_models[name], "-o", out, "--engine", "onnxruntime", "--ort-lib", ort_library(), "--batch-size", "1")
+        table = read_output(out)
+        # The same library on the same rows, one at a time: the very same floats.
+        for column, rows in expected.items():
+            got = output_rows(table, column)
+            assert all(np.array_equal(got[r], rows[r]) for r in rows), column
+        assert json.loads((out / "manifest.json").read_text())["model"]["engine"] == "onnxruntime"
+        batched = tmp_path / f"{name}-batched"
+        score_json(entry, "--model", onnx_models[name], "-o", batched, "--engine", "onnxruntime", "--ort-lib", ort_library(), "--batch-size", "4", "--workers", "2")
+        assert_matches(read_output(batched), expected)
+    message = cli_error("score", mel_entry, "--model", onnx_models["mlp"], "-o", tmp_path / "x", "--engine", "onnxruntime", "--ort-lib", tmp_path / "nope.so")
+    assert "--ort-lib" in message and "nope.so is not a file" in message
 
 
 # --- the Python API ------------------------------------------------------------------------------

@@ -163,10 +163,8 @@ fn open_scorer(opts: &ScoreOptions, runtime: &tokio::runtime::Runtime) -> Result
                     format!("{} is not a file", path.display()),
                 ));
             }
-            let identity = serde_json::json!({
-                "model": path.file_name().map(|n| n.to_string_lossy().into_owned()),
-                "sha256": sha256_file(path)?,
-            });
+            // The model's bytes, not its name: a renamed file is the same model.
+            let identity = serde_json::json!({ "sha256": sha256_file(path)? });
             match engine {
                 Engine::Tract => {
                     let model = tract::TractModel::load(path, opts.input_name.as_deref())?;
@@ -342,7 +340,9 @@ pub fn score(opts: &ScoreOptions) -> Result<ScoreReport> {
                 }
             })
             .buffered(parallelism);
-        let mut results = std::pin::pin!(results);
+        // Boxed, not pinned on the stack, so it can be dropped before the reader is joined:
+        // dropping it drops the receiver, which unblocks a reader waiting to send.
+        let mut results = Box::pin(results);
         let mut scored = 0u64;
         let mut outcome = Ok(());
         while let Some(next) = results.next().await {
@@ -375,6 +375,10 @@ pub fn score(opts: &ScoreOptions) -> Result<ScoreReport> {
         plan,
         created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         input_entry: entry_dir.display().to_string(),
+        model_location: match &opts.model {
+            ModelSource::Onnx { path, .. } => path.display().to_string(),
+            ModelSource::Endpoint(e) => e.url.clone(),
+        },
         served_version: scorer.served_version(),
         input_shape,
         outputs: assembly.outputs.clone(),

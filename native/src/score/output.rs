@@ -78,6 +78,8 @@ pub struct ScoreManifest {
     pub plan: Plan,
     pub created: String,
     pub input_entry: String,
+    /// The model file or endpoint URL this run used.
+    pub model_location: String,
     /// The version the server said it answered with, when it said.
     pub served_version: Option<String>,
     pub input_shape: Option<Vec<usize>>,
@@ -253,7 +255,7 @@ pub fn schema(input_schema: &Schema, outputs: &[OutputColumn]) -> Result<SchemaR
         .map(|name| {
             input_schema
                 .field_with_name(name)
-                .map(|f| f.clone())
+                .cloned()
                 .map_err(|_| Error::invalid("input", format!("has no `{name}` column")))
         })
         .collect::<Result<_>>()?;
