@@ -511,7 +511,7 @@ impl Scorer for Endpoint {
         self.options.concurrency
     }
 
-    fn score(self: Arc<Self>, batch: Arc<InputBatch>) -> BoxFuture<'static, BatchResult> {
+    fn score(self: Arc<Self>, batch: InputBatch) -> BoxFuture<'static, BatchResult> {
         Box::pin(async move { self.infer(&batch).await })
     }
 }

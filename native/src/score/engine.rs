@@ -23,7 +23,7 @@ pub trait Scorer: Send + Sync {
     }
     /// Batches in flight at once.
     fn parallelism(&self) -> usize;
-    fn score(self: Arc<Self>, batch: Arc<InputBatch>) -> BoxFuture<'static, BatchResult>;
+    fn score(self: Arc<Self>, batch: InputBatch) -> BoxFuture<'static, BatchResult>;
 }
 
 /// A model run in this process.
@@ -33,7 +33,7 @@ pub trait LocalModel: Send + Sync + 'static {
     fn info(&self) -> &ModelInfo;
     fn engine(&self) -> &'static str;
     fn worker(&self) -> Result<Self::Worker>;
-    fn run(&self, worker: &mut Self::Worker, batch: &InputBatch) -> BatchResult;
+    fn run(&self, worker: &mut Self::Worker, batch: InputBatch) -> BatchResult;
 }
 
 /// A [`LocalModel`] with a pool of workers, used from blocking threads.
@@ -82,7 +82,7 @@ impl<M: LocalModel> Scorer for LocalScorer<M> {
         self.workers
     }
 
-    fn score(self: Arc<Self>, batch: Arc<InputBatch>) -> BoxFuture<'static, BatchResult> {
+    fn score(self: Arc<Self>, batch: InputBatch) -> BoxFuture<'static, BatchResult> {
         Box::pin(async move {
             let task = tokio::task::spawn_blocking(move || {
                 let taken = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
@@ -92,7 +92,7 @@ impl<M: LocalModel> Scorer for LocalScorer<M> {
                 };
                 // A panic inside the engine is this batch's failure, not the run's end.
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    self.model.run(&mut worker, &batch)
+                    self.model.run(&mut worker, batch)
                 }));
                 match result {
                     Ok(result) => {

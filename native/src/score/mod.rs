@@ -326,15 +326,14 @@ pub fn score(opts: &ScoreOptions) -> Result<ScoreReport> {
             .map(|item| {
                 let scorer = scorer.clone();
                 async move {
-                    let item = item?;
-                    let result: BatchResult = match &item.input {
-                        Ok(batch) => {
-                            let batch = Arc::new(batch.clone());
-                            tokio::spawn(scorer.score(batch))
-                                .await
-                                .unwrap_or_else(|e| Err(format!("scoring task failed: {e}")))
-                        }
-                        Err(e) => Err(e.clone()),
+                    let mut item = item?;
+                    // The tensor moves to the engine (no copy); the item keeps the row columns.
+                    let input = std::mem::replace(&mut item.input, Err(String::new()));
+                    let result: BatchResult = match input {
+                        Ok(batch) => tokio::spawn(scorer.score(batch))
+                            .await
+                            .unwrap_or_else(|e| Err(format!("scoring task failed: {e}"))),
+                        Err(e) => Err(e),
                     };
                     Ok::<_, Error>((item, result))
                 }

@@ -178,7 +178,7 @@ impl LocalModel for OrtModel {
         Self::session(&self.environment, &self.path).map_err(|e| model_error(&self.path, e))
     }
 
-    fn run(&self, session: &mut Session, batch: &InputBatch) -> BatchResult {
+    fn run(&self, session: &mut Session, batch: InputBatch) -> BatchResult {
         let shape: Vec<i64> = batch.shape().iter().map(|&d| d as i64).collect();
         let name = self.info.input.name.as_str();
         let outputs = match &batch.values {

@@ -186,12 +186,17 @@ impl LocalModel for TractModel {
     fn run(
         &self,
         worker: &mut TractWorker,
-        batch: &InputBatch,
+        batch: InputBatch,
     ) -> std::result::Result<Vec<OutputTensor>, String> {
         let shape = batch.shape();
-        let input = match &batch.values {
-            InputValues::F32(v) => Tensor::from_shape::<f32>(&shape, v),
-            InputValues::U8(v) => Tensor::from_shape::<u8>(&shape, v),
+        let rows = batch.rows;
+        // The batch's own buffer becomes the tensor: no copy.
+        let dims = tract_ndarray::IxDyn(&shape);
+        let input: Tensor = match batch.values {
+            InputValues::F32(v) => {
+                tract_ndarray::ArrayD::from_shape_vec(dims, v).map(IntoTensor::into_tensor)
+            }
+            InputValues::U8(v) => tract_ndarray::ArrayD::from_shape_vec(dims, v).map(IntoTensor::into_tensor),
         }
         .map_err(|e| format!("{e:#}"))?;
         if !worker.states.contains_key(&shape) {
@@ -204,7 +209,7 @@ impl LocalModel for TractModel {
             .iter()
             .zip(&self.info.outputs)
             .map(|(value, spec)| {
-                OutputTensor::from_batch_shape(&spec.name, value.shape(), to_f32(value)?, batch.rows)
+                OutputTensor::from_batch_shape(&spec.name, value.shape(), to_f32(value)?, rows)
             })
             .collect()
     }
