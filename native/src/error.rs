@@ -87,13 +87,16 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// The job was cancelled (resumable: nothing half-written was kept).
+    #[error("cancelled")]
+    Cancelled,
     /// A model endpoint could not be used (unreachable, not ready, unexpected answers).
     #[error("endpoint {url}: {problem}")]
     Endpoint { url: String, problem: String },
     /// A scoring output directory holds something kiln will not overwrite or cannot read.
     #[error("scoring output {}: {problem}", dir.display())]
     ScoreOutput { dir: PathBuf, problem: String },
-    /// `kiln serve` failed.
+    /// `kiln serve` or the daemon's server failed.
     #[error(transparent)]
     Serve(#[from] crate::serve::ServeError),
 }

@@ -15,6 +15,7 @@
 
 pub mod cache;
 pub mod convert;
+pub mod daemon;
 mod error;
 pub mod export;
 pub mod fsio;
@@ -24,6 +25,7 @@ pub mod score;
 pub mod serve;
 pub mod shards;
 pub mod transform;
+pub mod units;
 
 pub use error::{Error, Result};
 pub use kiln_gpu::{AnyBackend, BackendChoice};

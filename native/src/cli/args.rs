@@ -62,38 +62,12 @@ pub fn default_cache() -> PathBuf {
     kiln::cache::default_dir()
 }
 
-/// Parses sizes like `512MiB`, `2GB`, `1000` (whole bytes, at most 2^63).
 pub fn parse_size(flag: &str, text: &str) -> Result<u64> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let value: f64 = number
-        .parse()
-        .with_context(|| format!("invalid {flag} {text:?}: expected a size such as 64MiB"))?;
-    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        "t" | "tb" => 1_000_000_000_000,
-        "tib" => 1 << 40,
-        other => bail!("invalid {flag} {text:?}: unknown unit {other:?}"),
-    };
-    let bytes = value * scale as f64;
-    if !bytes.is_finite() || bytes > (1u64 << 63) as f64 {
-        bail!("invalid {flag} {text:?}: too large");
-    }
-    Ok(bytes as u64)
+    Ok(kiln::units::parse_size(flag, text)?)
 }
 
 pub fn parse_duration(flag: &str, text: &str) -> Result<Duration> {
-    humantime::parse_duration(text)
-        .with_context(|| format!("invalid {flag} {text:?}: expected e.g. 7d, 12h, 30s"))
+    Ok(kiln::units::parse_duration(flag, text)?)
 }
 
 /// `i/n`: this worker's shard.

@@ -72,6 +72,25 @@ enum Command {
         #[arg(long)]
         token: Option<String>,
     },
+    /// Run kiln as a service: jobs over HTTP (JSON under /v1, OpenAPI at /v1/openapi.json),
+    /// Prometheus metrics at /metrics, the labeling page at /.
+    Daemon {
+        /// Directory for job records (one daemon per directory).
+        #[arg(long)]
+        state: PathBuf,
+        /// Cache directory (default: $KILN_CACHE or ~/.cache/kiln/datasets).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// HOST:PORT; an address reachable from the network needs --token.
+        #[arg(long, default_value = "127.0.0.1:7878")]
+        listen: String,
+        /// Required on every request as `Authorization: Bearer` (default: $KILN_TOKEN).
+        #[arg(long)]
+        token: Option<String>,
+        /// Jobs running at once.
+        #[arg(long, default_value_t = 2)]
+        max_jobs: usize,
+    },
     /// Export a cache entry in another format.
     Export {
         /// Cache entry directory.
@@ -219,6 +238,7 @@ fn run_convert(args: ConvertArgs) -> Result<()> {
         gpu_batch: args.gpu_batch,
         // Bars draw on stderr only when it is a terminal, so they never mix with --json output.
         progress: true,
+        monitor: None,
     };
     let report = convert(&options)?;
     let mut out = std::io::stdout().lock();
@@ -323,6 +343,19 @@ fn run(cli: Cli) -> Result<()> {
             token: token.or_else(|| std::env::var("KILN_TOKEN").ok().filter(|t| !t.is_empty())),
         })?),
         Command::Cache { command } => run_cache(command),
+        Command::Daemon {
+            state,
+            cache,
+            listen,
+            token,
+            max_jobs,
+        } => Ok(kiln::daemon::run(kiln::daemon::DaemonOptions {
+            state,
+            cache: cache.unwrap_or_else(default_cache),
+            listen,
+            token: token.or_else(|| std::env::var("KILN_TOKEN").ok().filter(|t| !t.is_empty())),
+            max_jobs,
+        })?),
         Command::Stream(args) => stream::run(args),
         Command::Score(args) => score::run(*args),
         Command::Export {

@@ -11,6 +11,7 @@ mod write;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -60,6 +61,39 @@ pub struct ConvertOptions {
     /// Items per device batch with the GPU backend, 1..=[`MAX_GPU_BATCH`].
     pub gpu_batch: usize,
     pub progress: bool,
+    /// Live counters and a cancel switch, for a caller watching from another thread (the
+    /// daemon's jobs).
+    pub monitor: Option<Arc<ConvertMonitor>>,
+}
+
+/// A conversion's progress as it runs, and the switch that stops it at a safe point.
+#[derive(Debug, Default)]
+pub struct ConvertMonitor {
+    /// Items (files, or rows of a table source) listed.
+    pub total: AtomicU64,
+    /// Items done (converted or failed), including those an interrupted run finished.
+    pub done: AtomicU64,
+    /// Rows written by this run.
+    pub rows: AtomicU64,
+    /// Bytes of the items this run read (their listed sizes).
+    pub bytes_read: AtomicU64,
+    /// Items that failed in this run.
+    pub failed: AtomicU64,
+    /// Items an interrupted run had finished before this one started.
+    pub resumed: AtomicU64,
+    cancel: AtomicBool,
+}
+
+impl ConvertMonitor {
+    /// Asks the conversion to stop before its next item. Finished shards stay journaled and
+    /// the shard being written is discarded, so a later run resumes with nothing half-written.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+    }
 }
 
 impl ConvertOptions {
@@ -84,6 +118,7 @@ impl ConvertOptions {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             gpu_batch: DEFAULT_GPU_BATCH,
             progress: true,
+            monitor: None,
         }
     }
 
@@ -181,6 +216,12 @@ async fn convert_async(opts: &ConvertOptions) -> Result<ConvertReport> {
         if retry.is_empty() {
             return Ok(report(&manifest, true, 0, 0));
         }
+        if let Some(monitor) = &opts.monitor {
+            monitor.total.store(job.units.len() as u64, Ordering::Relaxed);
+            let before = (job.units.len() - retry.len()) as u64;
+            monitor.done.store(before, Ordering::Relaxed);
+            monitor.resumed.store(before, Ordering::Relaxed);
+        }
         let written =
             write::write_items(opts, &job, &entry, retry.clone(), manifest.shards.len(), false).await?;
         manifest.rows += written.rows;
@@ -197,6 +238,11 @@ async fn convert_async(opts: &ConvertOptions) -> Result<ConvertReport> {
     journal::remove_temporaries(&entry)?;
     let resumed = journal::read(&entry);
     let resumed_from = resumed.next_item;
+    if let Some(monitor) = &opts.monitor {
+        monitor.total.store(job.units.len() as u64, Ordering::Relaxed);
+        monitor.done.store(resumed_from, Ordering::Relaxed);
+        monitor.resumed.store(resumed_from, Ordering::Relaxed);
+    }
     let pending: Vec<u64> = (resumed_from..job.units.len() as u64).collect();
     let written = write::write_items(opts, &job, &entry, pending, resumed.shards.len(), true).await?;
     let rows = resumed.shards.iter().map(|s| s.rows).sum::<u64>() + written.rows;

@@ -402,9 +402,23 @@ pub(super) async fn write_items(
     let mut shard: Option<OpenShard> = None;
     let mut failed_since_shard: Vec<Failure> = Vec::new();
     let mut last_item = 0;
+    let monitor = opts.monitor.as_deref();
     while let Some((index, payload)) = results.next().await {
+        if monitor.is_some_and(|m| m.cancelled()) {
+            // The open shard is dropped uncommitted (its temporary removed); the journal
+            // holds every finished one, so the next run resumes from there.
+            return Err(Error::Cancelled);
+        }
         last_item = index + 1;
         bar.inc(1);
+        if let Some(m) = monitor {
+            m.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Files have a listed size; a table row's bytes are part of its table file's.
+            if let Some(item) = job.items.get(index as usize).filter(|_| opts.table.is_none()) {
+                m.bytes_read
+                    .fetch_add(item.size, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         let path = job.units[index as usize].clone();
         let payload = payload.map(|(payload, warnings)| {
             for warning in warnings {
@@ -426,6 +440,9 @@ pub(super) async fn write_items(
                     return Err(Error::ItemFailed { path, message });
                 }
                 bar.println(format!("skipping {path}: {message}"));
+                if let Some(m) = monitor {
+                    m.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 failed_since_shard.push(Failure { path, error: message });
                 continue;
             }
@@ -463,6 +480,9 @@ pub(super) async fn write_items(
         let open = shard.as_mut().expect("shard opened above");
         open.push(row, &slots, opts.workers).await?;
         written.rows += 1;
+        if let Some(m) = monitor {
+            m.rows.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if open.payload_bytes >= opts.shard_bytes {
             let info = shard.take().expect("shard").finish(&slots, last_item).await?;
             if journal {

@@ -82,6 +82,8 @@ pub struct ScoreOptions {
     /// Rows per output shard (rounded up to whole batches) for a new output.
     pub shard_rows: usize,
     pub progress: bool,
+    /// Live counters (`done`/`total` in rows) and the cancel switch, for the daemon.
+    pub monitor: Option<Arc<crate::convert::ConvertMonitor>>,
 }
 
 impl ScoreOptions {
@@ -99,6 +101,7 @@ impl ScoreOptions {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             shard_rows: DEFAULT_SHARD_ROWS,
             progress: true,
+            monitor: None,
         }
     }
 }
@@ -298,6 +301,13 @@ pub fn score(opts: &ScoreOptions) -> Result<ScoreReport> {
     }
     let to_score: u64 = work.iter().map(ShardWork::rows_to_score).sum();
     let bar = progress_bar(to_score, opts.progress);
+    let monitor = opts.monitor.clone();
+    if let Some(m) = &monitor {
+        use std::sync::atomic::Ordering::Relaxed;
+        m.total.store(input_rows, Relaxed);
+        m.done.store(input_rows - to_score, Relaxed);
+        m.resumed.store(input_rows - to_score, Relaxed);
+    }
     let mut assembly = Assembly {
         dir: out.clone(),
         schema_rows: row_schema,
@@ -357,6 +367,20 @@ pub fn score(opts: &ScoreOptions) -> Result<ScoreReport> {
                 scored += rows;
             }
             bar.inc(rows);
+            if let Some(m) = &monitor {
+                use std::sync::atomic::Ordering::Relaxed;
+                m.done.fetch_add(rows, Relaxed);
+                if result.is_ok() {
+                    m.rows.fetch_add(rows, Relaxed);
+                } else {
+                    m.failed.fetch_add(rows, Relaxed);
+                }
+                if m.cancelled() {
+                    // Between batches: finished shards are journaled, this one is not written.
+                    outcome = Err(Error::Cancelled);
+                    break;
+                }
+            }
             if let Err(e) = assembly.add(item, result, &mut records, &mut journal) {
                 outcome = Err(e);
                 break;

@@ -172,6 +172,7 @@ pub struct Server {
     limits: Limits,
     addr: SocketAddr,
     network: bool,
+    extra: Option<axum::Router>,
 }
 
 /// Binds with the default [`Limits`]; see [`bind_with_limits`].
@@ -183,6 +184,16 @@ pub async fn bind(options: ServeOptions) -> Result<Server, ServeError> {
 /// without a token. Does not need the page's wasm (only [`serve`] does): the API routes work
 /// without it and `/` says what is missing.
 pub async fn bind_with_limits(options: ServeOptions, limits: Limits) -> Result<Server, ServeError> {
+    bind_with_routes(options, limits, None).await
+}
+
+/// [`bind_with_limits`] with more routes (the daemon's API) served beside the page, behind
+/// the same token, `Host`/`Origin` checks and limits.
+pub async fn bind_with_routes(
+    options: ServeOptions,
+    limits: Limits,
+    extra: Option<axum::Router>,
+) -> Result<Server, ServeError> {
     let ServeOptions { listen, dir, token } = options;
     if let Some(token) = &token {
         security::check_token(token)?;
@@ -231,6 +242,7 @@ pub async fn bind_with_limits(options: ServeOptions, limits: Limits) -> Result<S
         limits,
         addr,
         network,
+        extra,
     })
 }
 
@@ -284,9 +296,10 @@ impl Server {
             listener,
             state,
             limits,
+            extra,
             ..
         } = self;
-        let router = routes::router(state, &limits);
+        let router = routes::router(state, &limits, extra);
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)

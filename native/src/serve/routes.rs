@@ -30,21 +30,23 @@ pub(super) struct ServerState {
 
 pub(super) type SharedState = Arc<ServerState>;
 
-pub(super) fn router(state: SharedState, limits: &Limits) -> Router {
-    Router::new()
+/// The page's routes, plus `extra` (the daemon's API), all behind the same guard and limits.
+pub(super) fn router(state: SharedState, limits: &Limits, extra: Option<Router>) -> Router {
+    let mut router = Router::new()
         .route("/api/files", get(list_files))
         .route("/api/labels", get(get_labels).put(put_labels).post(put_labels))
         .route("/files/{*path}", get(get_file))
         .fallback(page)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            security::guard,
-        ))
+        .with_state(state.clone());
+    if let Some(extra) = extra {
+        router = router.merge(extra);
+    }
+    router
+        .layer(axum::middleware::from_fn_with_state(state, security::guard))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
         ))
-        .with_state(state)
 }
 
 fn refusal((status, message): Refusal) -> Response {

@@ -1,0 +1,125 @@
+//! `kiln daemon`: kiln as a service on the machine that holds the data. Jobs (conversions,
+//! scoring) are submitted and watched over HTTP ([`api`], on the labeling server's stack with
+//! its token and `Host`/`Origin` checks), run by at most `--max-jobs` runners ([`jobs`]), and
+//! survive restarts: their records live in `--state`, and a conversion or scoring picks up
+//! from its own journal.
+
+mod api;
+mod jobs;
+mod metrics;
+mod request;
+
+use std::path::PathBuf;
+
+pub use jobs::{JobRecord, JobState, Progress};
+pub use request::JobRequest;
+
+use crate::error::{Error, Result};
+use crate::serve::{bind_with_routes, Limits, ServeOptions};
+
+pub const MAX_JOBS: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// Where job records live (and the lock that keeps one daemon per directory).
+    pub state: PathBuf,
+    pub cache: PathBuf,
+    /// `HOST:PORT`; a non-loopback address needs a token.
+    pub listen: String,
+    pub token: Option<String>,
+    pub max_jobs: usize,
+}
+
+/// Runs the daemon until SIGTERM or Ctrl-C: then it stops taking jobs, stops running ones at
+/// their next safe point (recorded as queued, to resume on the next start) and returns.
+pub fn run(options: DaemonOptions) -> Result<()> {
+    if options.max_jobs == 0 || options.max_jobs > MAX_JOBS {
+        return Err(Error::invalid(
+            "--max-jobs",
+            format!("{} is not in 1..={MAX_JOBS}", options.max_jobs),
+        ));
+    }
+    let state = &options.state;
+    std::fs::create_dir_all(state).map_err(|e| Error::io("creating", state, e))?;
+    let lock_path = state.join("daemon.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::io("opening", &lock_path, e))?;
+    if lock.try_lock().is_err() {
+        return Err(Error::invalid(
+            "--state",
+            format!("{} is in use by another kiln daemon", state.display()),
+        ));
+    }
+    // Absolute paths: job records and the entries they name must not depend on the
+    // directory the daemon was started from.
+    let cache = &options.cache;
+    std::fs::create_dir_all(cache).map_err(|e| Error::io("creating", cache, e))?;
+    let cache = std::fs::canonicalize(cache).map_err(|e| Error::io("opening", cache, e))?;
+    let jobs = jobs::Jobs::open(state, cache)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting", "the daemon's runtime", e))?;
+    let runners: Vec<_> = (0..options.max_jobs)
+        .map(|i| {
+            let jobs = jobs.clone();
+            std::thread::Builder::new()
+                .name(format!("kiln-job-{i}"))
+                .spawn(move || jobs.run_worker())
+                .map_err(|e| Error::io("starting", "a job runner", e))
+        })
+        .collect::<Result<_>>()?;
+    let served = runtime.block_on(async {
+        let server = bind_with_routes(
+            ServeOptions {
+                listen: options.listen.clone(),
+                dir: None,
+                token: options.token.clone(),
+            },
+            Limits::default(),
+            Some(api::router(jobs.clone())),
+        )
+        .await?;
+        if server.is_network_reachable() {
+            eprintln!(
+                "kiln daemon: warning: listening on {}, reachable from the network; every request \
+                 must carry the token",
+                server.local_addr()
+            );
+        }
+        eprintln!("kiln daemon: listening on http://{}", server.local_addr());
+        server.run_until(shutdown_signal()).await;
+        Ok::<_, Error>(())
+    });
+    jobs.shut_down();
+    for runner in runners {
+        let _ = runner.join();
+    }
+    drop(lock);
+    served
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+        else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    eprintln!("kiln daemon: stopping (running jobs resume on the next start)");
+}

@@ -1,0 +1,249 @@
+"""``kiln daemon`` end to end, driven by clients no one here wrote: ``requests`` for the JSON
+API and Server-Sent Events, ``prometheus_client``'s parser for ``/metrics``. The daemon is the
+CLI built for the suite (``$KILN_BIN``), started on a free loopback port."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import EXAMPLES, FIXED_MEL, kiln_bin, run_cli, tone, write_wav
+
+LOG_MEL = json.loads((EXAMPLES / "log_mel.json").read_text())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Daemon:
+    def __init__(self, state: Path, cache: Path, token: Optional[str] = None, max_jobs: int = 2):
+        self.state, self.cache, self.token, self.max_jobs = state, cache, token, max_jobs
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: Optional[subprocess.Popen] = None
+        self.log = state.parent / f"daemon-{self.port}.log"
+
+    def start(self) -> "Daemon":
+        args = [str(kiln_bin()), "daemon", "--state", str(self.state), "--cache", str(self.cache),
+                "--listen", f"127.0.0.1:{self.port}", "--max-jobs", str(self.max_jobs)]
+        env = dict(os.environ)
+        if self.token:
+            env["KILN_TOKEN"] = self.token
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log.open("ab"), env=env)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.url}/healthz", headers=self.headers(), timeout=1).ok:
+                    return self
+            except requests.ConnectionError:
+                time.sleep(0.05)
+            assert self.process.poll() is None, self.log.read_text()
+        pytest.fail(f"the daemon did not start: {self.log.read_text()}")
+
+    def headers(self) -> Dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def get(self, path: str, **kw) -> requests.Response:
+        return requests.get(self.url + path, headers=self.headers(), timeout=30, **kw)
+
+    def post(self, path: str, body: Any) -> requests.Response:
+        return requests.post(self.url + path, json=body, headers=self.headers(), timeout=30)
+
+    def wait(self, job_id: str, timeout: float = 120) -> Dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.get(f"/v1/jobs/{job_id}").json()
+            if job["state"] in ("succeeded", "failed", "cancelled"):
+                return job
+            time.sleep(0.05)
+        pytest.fail(f"job {job_id} did not finish: {job}")
+
+    def stop(self, sig=signal.SIGTERM) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(sig)
+        return self.process.wait(timeout=60)
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    d = Daemon(tmp_path / "state", tmp_path / "cache").start()
+    yield d
+    d.stop(signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("daemon_clips")
+    for i in range(24):
+        write_wav(root / ("xyz"[i % 3]) / f"c{i:03d}.wav", tone(i))
+    return root
+
+
+def stream_checksum(entry: str) -> str:
+    out = run_cli("stream", entry, "--batch-size", "7", "--json").stdout
+    return json.loads(out.strip().splitlines()[-1])["checksum"]
+
+
+def test_a_convert_job_runs_and_reports_like_the_cli(daemon, clips, tmp_path):
+    response = daemon.post("/v1/jobs", {"kind": "convert", "source": str(clips), "spec": FIXED_MEL, "options": {"workers": 1}})
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["state"] in ("queued", "running") and job["kind"] == "convert"
+    done = daemon.wait(job["id"])
+    assert done["state"] == "succeeded", done
+    assert done["progress"]["done"] == done["progress"]["total"] == 24
+    assert done["failures"] == [] and done["error"] is None
+    # The same entry `kiln convert` makes, found in the daemon's cache.
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(FIXED_MEL))
+    cli = json.loads(run_cli("convert", clips, "--spec", spec, "--cache", daemon.cache, "--json").stdout.strip().splitlines()[-1])
+    assert cli["cache_hit"] and Path(cli["entry"]) == Path(done["entry"])
+    listed = daemon.get("/v1/jobs").json()["jobs"]
+    assert [j["id"] for j in listed] == [job["id"]]
+    entries = daemon.get("/v1/entries").json()["entries"]
+    assert [e["key"] for e in entries] == [Path(done["entry"]).name]
+
+
+def test_events_stream_progress_until_the_job_finishes(daemon, clips):
+    job = daemon.post("/v1/jobs", {"kind": "convert", "source": str(clips), "spec": LOG_MEL, "options": {"workers": 1}}).json()
+    events = []
+    with requests.get(f"{daemon.url}/v1/jobs/{job['id']}/events", stream=True, timeout=60) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines(decode_unicode=True):
+            if line.startswith("data:"):
+                events.append(json.loads(line[5:]))
+    assert events, "no events"
+    assert events[-1]["state"] == "succeeded"
+    assert all(e["id"] == job["id"] for e in events)
+    done = [e["progress"]["done"] for e in events]
+    assert done == sorted(done)
+
+
+def test_metrics_parse_and_count(daemon, clips):
+    job = daemon.post("/v1/jobs", {"kind": "convert", "source": str(clips), "spec": FIXED_MEL, "options": {"include": "x/*"}}).json()
+    assert daemon.wait(job["id"])["state"] == "succeeded"
+    response = daemon.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    jobs = {s.labels["state"]: s.value for s in families["kiln_jobs"].samples}
+    assert jobs["succeeded"] == 1 and jobs["running"] == 0
+    assert families["kiln_rows_converted"].samples[0].value == 8
+    assert families["kiln_bytes_read"].samples[0].value == sum(p.stat().st_size for p in (clips / "x").iterdir())
+    assert families["kiln_failures"].samples[0].value == 0
+    histogram = {s.name: s for s in families["kiln_job_duration_seconds"].samples}
+    assert histogram["kiln_job_duration_seconds_count"].value == 1
+    assert families["kiln_cache_bytes"].samples[0].value > 0
+
+
+def test_bad_requests_are_refused_with_a_reason(daemon, clips):
+    cases = [
+        ({"kind": "train", "source": "x"}, '"train" is not "convert" or "score"'),
+        ({"kind": "convert", "source": str(clips)}, "a convert job needs a spec"),
+        ({"kind": "convert", "source": str(clips), "spec": FIXED_MEL, "options": {"bogus": 1}}, 'unknown key "bogus"'),
+        ({"kind": "convert", "source": str(clips), "spec": FIXED_MEL, "options": {"shard_size": "3 parsecs"}}, "options.shard_size"),
+        ({"kind": "convert", "source": str(clips), "spec": FIXED_MEL, "options": {"workers": -1}}, "options.workers"),
+        ({"kind": "convert", "source": str(clips), "spec": {"ops": [{"op": "nope"}]}}, "nope"),
+        ({"kind": "convert", "source": str(clips), "spec": FIXED_MEL, "extra": 1}, "unknown field `extra`"),
+        ({"kind": "score", "source": str(clips), "options": {"model": "m.onnx"}}, "output"),
+    ]
+    for body, expected in cases:
+        response = daemon.post("/v1/jobs", body)
+        assert response.status_code == 400, (body, response.text)
+        assert expected in response.json()["error"], (body, response.text)
+    response = requests.post(f"{daemon.url}/v1/jobs", data=b"{not json", headers={"Content-Type": "application/json"}, timeout=10)
+    assert response.status_code == 400 and "not a job request" in response.json()["error"]
+    response = requests.post(f"{daemon.url}/v1/jobs", data=b"x" * (2 << 20), timeout=10)
+    assert response.status_code == 413
+    assert daemon.get("/v1/jobs/nope").status_code == 404
+    assert requests.delete(f"{daemon.url}/v1/jobs/nope", timeout=10).status_code == 404
+    # A job whose source does not exist fails when it runs, with the reason.
+    job = daemon.post("/v1/jobs", {"kind": "convert", "source": str(clips / "missing"), "spec": FIXED_MEL}).json()
+    failed = daemon.wait(job["id"])
+    assert failed["state"] == "failed" and "missing" in failed["error"]
+    assert requests.delete(f"{daemon.url}/v1/jobs/{job['id']}", timeout=10).status_code == 409
+
+
+def test_foreign_origins_and_hosts_are_refused(daemon, clips):
+    body = {"kind": "convert", "source": str(clips), "spec": FIXED_MEL}
+    response = requests.post(f"{daemon.url}/v1/jobs", json=body, headers={"Origin": "http://evil.example"}, timeout=10)
+    assert response.status_code == 403
+    response = requests.get(f"{daemon.url}/v1/jobs", headers={"Host": "evil.example"}, timeout=10)
+    assert response.status_code == 403
+    assert daemon.get("/v1/jobs").json()["jobs"] == []
+
+
+def test_a_token_is_required_when_set(tmp_path, clips):
+    d = Daemon(tmp_path / "state", tmp_path / "cache", token="s3cret-token-0123456789").start()
+    try:
+        assert requests.get(f"{d.url}/v1/jobs", timeout=10).status_code == 401
+        assert requests.get(f"{d.url}/v1/jobs", headers={"Authorization": "Bearer wrong-token-0123456789"}, timeout=10).status_code == 401
+        assert d.get("/v1/jobs").status_code == 200
+    finally:
+        d.stop(signal.SIGKILL)
+    # On a network address the daemon refuses to start without one.
+    result = run_cli("daemon", "--state", tmp_path / "s2", "--listen", "0.0.0.0:0", check=False)
+    assert result.returncode != 0 and "token" in result.stderr
+
+
+def test_one_daemon_per_state_directory(daemon):
+    result = run_cli("daemon", "--state", daemon.state, "--listen", "127.0.0.1:0", check=False)
+    assert result.returncode != 0 and "in use by another kiln daemon" in result.stderr
+
+
+def many_clips(root: Path, count: int) -> Path:
+    for i in range(count):
+        write_wav(root / f"k{i % 2}" / f"c{i:04d}.wav", tone(i, 16000))
+    return root
+
+
+def test_cancel_then_resubmit_resumes_and_kill_9_restart_completes(tmp_path):
+    source = many_clips(tmp_path / "many", 300)
+    spec = dict(FIXED_MEL)
+    options = {"workers": 1, "shard_size": "32KiB"}
+    d = Daemon(tmp_path / "state", tmp_path / "cache", max_jobs=1).start()
+    job = d.post("/v1/jobs", {"kind": "convert", "source": str(source), "spec": spec, "options": options}).json()
+    # Let it write some shards, then kill -9 the daemon mid-conversion.
+    deadline = time.monotonic() + 120
+    while d.get(f"/v1/jobs/{job['id']}").json()["progress"]["done"] < 60 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert d.stop(signal.SIGKILL) != 0
+    record = json.loads((d.state / "jobs" / f"{job['id']}.json").read_text())
+    assert record["state"] == "running"
+    d = Daemon(d.state, d.cache, max_jobs=1).start()
+    try:
+        done = d.wait(job["id"], timeout=300)
+        assert done["state"] == "succeeded", done
+        assert done["progress"]["done"] == done["progress"]["total"] == 300
+        # The resumed entry streams exactly what a clean conversion does.
+        spec_path = tmp_path / "spec.json"
+        spec_path.write_text(json.dumps(spec))
+        clean = json.loads(run_cli("convert", source, "--spec", spec_path, "--cache", tmp_path / "clean", "--json",
+                                   "--shard-size", "32KiB", "--workers", "1").stdout.strip().splitlines()[-1])
+        assert stream_checksum(done["entry"]) == stream_checksum(clean["entry"])
+        # Cancel a running job: it stops at a safe point; resubmitting finishes it.
+        other = many_clips(tmp_path / "other", 200)
+        job = d.post("/v1/jobs", {"kind": "convert", "source": str(other), "spec": spec, "options": options}).json()
+        while d.get(f"/v1/jobs/{job['id']}").json()["progress"]["done"] < 20:
+            time.sleep(0.05)
+        assert requests.delete(f"{d.url}/v1/jobs/{job['id']}", timeout=10).status_code == 202
+        cancelled = d.wait(job["id"])
+        assert cancelled["state"] == "cancelled"
+        again = d.wait(d.post("/v1/jobs", {"kind": "convert", "source": str(other), "spec": spec, "options": options}).json()["id"])
+        assert again["state"] == "succeeded" and again["entry"] == str(Path(d.cache).resolve() / Path(again["entry"]).name)
+        # SIGTERM stops cleanly (exit 0).
+        assert d.stop(signal.SIGTERM) == 0
+    finally:
+        d.stop(signal.SIGKILL)
