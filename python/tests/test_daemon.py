@@ -247,3 +247,55 @@ def test_cancel_then_resubmit_resumes_and_kill_9_restart_completes(tmp_path):
         assert d.stop(signal.SIGTERM) == 0
     finally:
         d.stop(signal.SIGKILL)
+
+
+def wait_for_versions(d: Daemon, name: str, count: int, timeout: float = 180) -> Dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        dataset = d.get(f"/v1/datasets/{name}").json()
+        if len(dataset["versions"]) >= count and dataset["job"] is None:
+            return dataset
+        time.sleep(0.1)
+    pytest.fail(f"dataset {name} did not reach {count} versions: {dataset}")
+
+
+def test_a_watched_dataset_converts_only_new_files(tmp_path):
+    source = many_clips(tmp_path / "watched", 300)
+    d = Daemon(tmp_path / "state", tmp_path / "cache").start()
+    try:
+        body = {"source": str(source), "spec": FIXED_MEL, "options": {"workers": 1}, "poll": "1s"}
+        response = requests.put(f"{d.url}/v1/datasets/calls", json=body, timeout=30)
+        assert response.status_code == 200, response.text
+        first = wait_for_versions(d, "calls", 1)["versions"][0]
+        assert first["rows"] == 300 and first["reused"] == 0
+        # Ten files arrive: the next version transforms those ten and reuses 300 rows.
+        for i in range(300, 310):
+            write_wav(source / "k9" / f"new{i}.wav", tone(i, 16000))
+        second = wait_for_versions(d, "calls", 2)["versions"][1]
+        assert second["rows"] == 310 and second["reused"] == 300, second
+        assert second["entry"] != first["entry"]
+        spec_path = tmp_path / "spec.json"
+        spec_path.write_text(json.dumps(FIXED_MEL))
+        fresh = json.loads(run_cli("convert", source, "--spec", spec_path, "--cache", tmp_path / "fresh", "--json")
+                           .stdout.strip().splitlines()[-1])
+        assert fresh["reused"] == 0
+        assert stream_checksum(second["entry"]) == stream_checksum(fresh["entry"])
+        # A removed file is a new version too; nothing changed is none.
+        (source / "k9" / "new300.wav").unlink()
+        third = wait_for_versions(d, "calls", 3)["versions"][2]
+        assert third["rows"] == 309 and third["reused"] == 309
+        time.sleep(2.5)
+        assert len(d.get("/v1/datasets/calls").json()["versions"]) == 3
+        # Watching survives a restart.
+        assert d.stop(signal.SIGTERM) == 0
+        d = Daemon(d.state, d.cache).start()
+        assert [v["version"] for v in d.get("/v1/datasets/calls").json()["versions"]] == [1, 2, 3]
+        assert [x["name"] for x in d.get("/v1/datasets").json()["datasets"]] == ["calls"]
+        assert requests.delete(f"{d.url}/v1/datasets/calls", timeout=10).status_code == 200
+        assert d.get("/v1/datasets/calls").status_code == 404
+        assert requests.put(f"{d.url}/v1/datasets/..%2Fx", json=body, timeout=10).status_code in (400, 404)
+        bad = dict(body, poll="10ms")
+        response = requests.put(f"{d.url}/v1/datasets/fast", json=bad, timeout=10)
+        assert response.status_code == 400 and "minimum" in response.json()["error"]
+    finally:
+        d.stop(signal.SIGKILL)

@@ -161,6 +161,10 @@ struct ConvertArgs {
     /// Parallel file reads and transforms (default: cores).
     #[arg(long)]
     workers: Option<usize>,
+    /// An earlier entry of the same spec: rows of files unchanged since (same path, size and
+    /// version) are taken from it instead of being transformed again (repeatable).
+    #[arg(long)]
+    reuse: Vec<PathBuf>,
     /// Print one JSON object (entry, rows, failed, cache_hit, ...) instead of text.
     #[arg(long)]
     json: bool,
@@ -238,6 +242,7 @@ fn run_convert(args: ConvertArgs) -> Result<()> {
         gpu_batch: args.gpu_batch,
         // Bars draw on stderr only when it is a terminal, so they never mix with --json output.
         progress: true,
+        reuse: args.reuse,
         monitor: None,
     };
     let report = convert(&options)?;

@@ -7,6 +7,7 @@
 
 mod journal;
 mod plan;
+mod reuse;
 mod write;
 
 use std::collections::HashSet;
@@ -61,6 +62,9 @@ pub struct ConvertOptions {
     /// Items per device batch with the GPU backend, 1..=[`MAX_GPU_BATCH`].
     pub gpu_batch: usize,
     pub progress: bool,
+    /// Earlier entries of the same spec whose rows of unchanged files are taken instead of
+    /// transforming those files again (the first usable one).
+    pub reuse: Vec<PathBuf>,
     /// Live counters and a cancel switch, for a caller watching from another thread (the
     /// daemon's jobs).
     pub monitor: Option<Arc<ConvertMonitor>>,
@@ -81,6 +85,8 @@ pub struct ConvertMonitor {
     pub failed: AtomicU64,
     /// Items an interrupted run had finished before this one started.
     pub resumed: AtomicU64,
+    /// Rows taken from an earlier entry rather than transformed.
+    pub reused: AtomicU64,
     cancel: AtomicBool,
 }
 
@@ -118,6 +124,7 @@ impl ConvertOptions {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             gpu_batch: DEFAULT_GPU_BATCH,
             progress: true,
+            reuse: Vec::new(),
             monitor: None,
         }
     }
@@ -161,6 +168,8 @@ pub struct ConvertReport {
     pub retried: usize,
     /// Listing position the run started from (non-zero when it resumed an interrupted run).
     pub resumed_from: u64,
+    /// Rows taken from an earlier entry (`reuse`) rather than transformed by this run.
+    pub reused: u64,
     pub seconds: f64,
     /// What this run sent to the GPU (absent on the CPU backend).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -188,7 +197,7 @@ async fn convert_async(opts: &ConvertOptions) -> Result<ConvertReport> {
     let job = Arc::new(plan::plan(opts, layout).await?);
     let entry = opts.cache.join(&job.key);
     let gpu_before = opts.backend.gpu().map(|g| g.stats());
-    let report = |manifest: &Manifest, hit: bool, retried: usize, resumed: u64| ConvertReport {
+    let report = |manifest: &Manifest, hit: bool, retried: usize, resumed: u64, reused: u64| ConvertReport {
         entry: entry.clone(),
         key: job.key.clone(),
         rows: manifest.rows,
@@ -197,6 +206,7 @@ async fn convert_async(opts: &ConvertOptions) -> Result<ConvertReport> {
         cache_hit: hit,
         retried,
         resumed_from: resumed,
+        reused,
         seconds: started.elapsed().as_secs_f64(),
         gpu: opts
             .backend
@@ -206,7 +216,7 @@ async fn convert_async(opts: &ConvertOptions) -> Result<ConvertReport> {
     };
     if let Ok(manifest) = read_manifest(&entry) {
         if job.retryable(&manifest).is_empty() {
-            return Ok(report(&manifest, true, 0, 0));
+            return Ok(report(&manifest, true, 0, 0, 0));
         }
     }
     let _lock = lock_entry(&entry)?;
@@ -214,7 +224,7 @@ async fn convert_async(opts: &ConvertOptions) -> Result<ConvertReport> {
     if let Ok(mut manifest) = read_manifest(&entry) {
         let retry = job.retryable(&manifest);
         if retry.is_empty() {
-            return Ok(report(&manifest, true, 0, 0));
+            return Ok(report(&manifest, true, 0, 0, 0));
         }
         if let Some(monitor) = &opts.monitor {
             monitor.total.store(job.units.len() as u64, Ordering::Relaxed);
@@ -233,7 +243,8 @@ async fn convert_async(opts: &ConvertOptions) -> Result<ConvertReport> {
             .chain(written.failed)
             .collect();
         write_manifest(&entry, &manifest)?;
-        return Ok(report(&manifest, true, retry.len(), 0));
+        reuse::write_items(&entry, opts, &job)?;
+        return Ok(report(&manifest, true, retry.len(), 0, written.reused));
     }
     journal::remove_temporaries(&entry)?;
     let resumed = journal::read(&entry);
@@ -246,6 +257,7 @@ async fn convert_async(opts: &ConvertOptions) -> Result<ConvertReport> {
     let pending: Vec<u64> = (resumed_from..job.units.len() as u64).collect();
     let written = write::write_items(opts, &job, &entry, pending, resumed.shards.len(), true).await?;
     let rows = resumed.shards.iter().map(|s| s.rows).sum::<u64>() + written.rows;
+    let written_reused = written.reused;
     let item_failures: Vec<Failure> = resumed.failed.into_iter().chain(written.failed).collect();
     let failed: Vec<Failure> = job
         .listing_failures
@@ -294,8 +306,10 @@ async fn convert_async(opts: &ConvertOptions) -> Result<ConvertReport> {
         failed,
         listed: job.units.len() as u64,
     };
+    // The listing goes first: a complete manifest always has it beside.
+    reuse::write_items(&entry, opts, &job)?;
     write_manifest(&entry, &manifest)?;
-    Ok(report(&manifest, false, 0, resumed_from))
+    Ok(report(&manifest, false, 0, resumed_from, written_reused))
 }
 
 fn write_manifest(entry: &std::path::Path, manifest: &Manifest) -> Result<()> {

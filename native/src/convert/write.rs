@@ -26,6 +26,8 @@ pub(super) struct Written {
     pub shards: Vec<ShardInfo>,
     pub failed: Vec<Failure>,
     pub rows: u64,
+    /// Rows taken from an earlier entry.
+    pub reused: u64,
 }
 
 fn progress_bar(total: u64, visible: bool) -> ProgressBar {
@@ -391,8 +393,21 @@ pub(super) async fn write_items(
         Layout::Raw => None,
     };
     let slots: CpuSlots = Arc::new(Semaphore::new(opts.workers));
-    let results = transformed(opts, job, indices, pipeline, slots.clone());
+    // Rows of unchanged files from an earlier entry; the rest are read and transformed.
+    let mut reuse = None;
+    for earlier in &opts.reuse {
+        if let Some(found) = super::reuse::Reuse::open(earlier, opts, job)? {
+            reuse = Some(found);
+            break;
+        }
+    }
+    let (reused, work): (Vec<u64>, Vec<u64>) = indices
+        .iter()
+        .partition(|&&i| reuse.as_ref().is_some_and(|r| r.has(i)));
+    let reused: std::collections::HashSet<u64> = reused.into_iter().collect();
+    let results = transformed(opts, job, work, pipeline, slots.clone());
     futures::pin_mut!(results);
+    let mut order = indices.into_iter();
     let shard_options = ShardOptions {
         row_group_rows: 0,
         zstd: opts.zstd,
@@ -403,7 +418,26 @@ pub(super) async fn write_items(
     let mut failed_since_shard: Vec<Failure> = Vec::new();
     let mut last_item = 0;
     let monitor = opts.monitor.as_deref();
-    while let Some((index, payload)) = results.next().await {
+    while let Some(next) = order.next() {
+        let (index, payload) = if reused.contains(&next) {
+            let reuse = reuse.as_mut().expect("reused rows come from an earlier entry");
+            let payload = reuse.payload(next)?;
+            written.reused += 1;
+            if let Some(m) = monitor {
+                m.reused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            (next, Ok((payload, Vec::new())))
+        } else {
+            match results.next().await {
+                Some((index, payload)) if index == next => (index, payload),
+                _ => {
+                    return Err(Error::Panicked {
+                        what: "the conversion",
+                        message: format!("item {next} went missing between transform and write"),
+                    })
+                }
+            }
+        };
         if monitor.is_some_and(|m| m.cancelled()) {
             // The open shard is dropped uncommitted (its temporary removed); the journal
             // holds every finished one, so the next run resumes from there.

@@ -14,6 +14,7 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::json;
 
+use super::datasets::{DatasetRequest, Datasets};
 use super::jobs::{JobRecord, Jobs};
 use super::metrics::Snapshot;
 use super::request::JobRequest;
@@ -25,8 +26,23 @@ const OPENAPI: &str = include_str!("openapi.json");
 /// How often `/events` sends a job's progress.
 const EVENT_INTERVAL: Duration = Duration::from_millis(500);
 
-pub fn router(jobs: Arc<Jobs>) -> Router {
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub jobs: Arc<Jobs>,
+    pub datasets: Arc<Datasets>,
+}
+
+pub fn router(api: Api) -> Router {
+    let datasets = Router::new()
+        .route("/v1/datasets", get(list_datasets))
+        .route(
+            "/v1/datasets/{name}",
+            get(get_dataset).put(put_dataset).delete(delete_dataset),
+        )
+        .with_state(api.datasets.clone());
     Router::new()
+        .merge(datasets)
         .route("/v1/jobs", get(list_jobs).post(submit))
         .route("/v1/jobs/{id}", get(get_job).delete(cancel))
         .route("/v1/jobs/{id}/events", get(events))
@@ -34,8 +50,8 @@ pub fn router(jobs: Arc<Jobs>) -> Router {
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .with_state(api.jobs)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
-        .with_state(jobs)
 }
 
 fn json_response(status: StatusCode, value: impl serde::Serialize) -> Response {
@@ -156,6 +172,51 @@ async fn metrics(State(jobs): State<Arc<Jobs>>) -> Response {
             text,
         )
             .into_response(),
+        Err(response) => response,
+    }
+}
+
+fn bad_request(e: Error) -> Response {
+    match e {
+        Error::Invalid { .. } | Error::Spec { .. } | Error::Labels { .. } => {
+            error(StatusCode::BAD_REQUEST, e.to_string())
+        }
+        other => error(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    }
+}
+
+async fn list_datasets(State(datasets): State<Arc<Datasets>>) -> Response {
+    json_response(StatusCode::OK, json!({ "datasets": datasets.list() }))
+}
+
+async fn get_dataset(State(datasets): State<Arc<Datasets>>, Path(name): Path<String>) -> Response {
+    match datasets.get(&name) {
+        Some(dataset) => json_response(StatusCode::OK, dataset),
+        None => error(StatusCode::NOT_FOUND, format!("no dataset {name:?}")),
+    }
+}
+
+async fn put_dataset(
+    State(datasets): State<Arc<Datasets>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let request: DatasetRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a dataset request: {e}")),
+    };
+    match blocking(move || datasets.put(&name, request)).await {
+        Ok(Ok(dataset)) => json_response(StatusCode::OK, dataset),
+        Ok(Err(e)) => bad_request(e),
+        Err(response) => response,
+    }
+}
+
+async fn delete_dataset(State(datasets): State<Arc<Datasets>>, Path(name): Path<String>) -> Response {
+    match blocking(move || datasets.delete(&name).map(|d| (name, d))).await {
+        Ok(Ok((_, Some(dataset)))) => json_response(StatusCode::OK, dataset),
+        Ok(Ok((name, None))) => error(StatusCode::NOT_FOUND, format!("no dataset {name:?}")),
+        Ok(Err(e)) => bad_request(e),
         Err(response) => response,
     }
 }

@@ -77,6 +77,12 @@ pub struct JobRecord {
     pub output: Option<String>,
     pub failures: Vec<Failure>,
     pub error: Option<String>,
+    /// Rows of the finished job's entry (conversions) or output (scoring).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// Conversions: rows taken from an earlier entry instead of transformed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused: Option<u64>,
     pub created: String,
     pub started: Option<String>,
     pub finished: Option<String>,
@@ -179,6 +185,8 @@ impl Jobs {
             output: None,
             failures: Vec::new(),
             error: None,
+            rows: None,
+            reused: None,
             created: now(),
             started: None,
             finished: None,
@@ -331,6 +339,8 @@ impl Jobs {
                 record.entry = done.entry;
                 record.output = done.output;
                 record.failures = done.failures;
+                record.rows = done.rows;
+                record.reused = done.reused;
                 record.progress.done = record.progress.total.max(record.progress.done);
             }
             Err(Error::Cancelled) if shutting_down => {

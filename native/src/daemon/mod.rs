@@ -5,12 +5,14 @@
 //! from its own journal.
 
 mod api;
+mod datasets;
 mod jobs;
 mod metrics;
 mod request;
 
 use std::path::PathBuf;
 
+pub use datasets::{Dataset, DatasetRequest, Version};
 pub use jobs::{JobRecord, JobState, Progress};
 pub use request::JobRequest;
 
@@ -64,6 +66,14 @@ pub fn run(options: DaemonOptions) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| Error::io("starting", "the daemon's runtime", e))?;
+    let datasets = datasets::Datasets::open(state, jobs.clone())?;
+    let watcher = {
+        let datasets = datasets.clone();
+        std::thread::Builder::new()
+            .name("kiln-datasets".into())
+            .spawn(move || datasets.run_watcher())
+            .map_err(|e| Error::io("starting", "the dataset watcher", e))?
+    };
     let runners: Vec<_> = (0..options.max_jobs)
         .map(|i| {
             let jobs = jobs.clone();
@@ -81,7 +91,10 @@ pub fn run(options: DaemonOptions) -> Result<()> {
                 token: options.token.clone(),
             },
             Limits::default(),
-            Some(api::router(jobs.clone())),
+            Some(api::router(api::Api {
+                jobs: jobs.clone(),
+                datasets: datasets.clone(),
+            })),
         )
         .await?;
         if server.is_network_reachable() {
@@ -95,6 +108,8 @@ pub fn run(options: DaemonOptions) -> Result<()> {
         server.run_until(shutdown_signal()).await;
         Ok::<_, Error>(())
     });
+    datasets.stop();
+    let _ = watcher.join();
     jobs.shut_down();
     for runner in runners {
         let _ = runner.join();

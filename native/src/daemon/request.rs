@@ -28,6 +28,10 @@ pub struct JobRequest {
     pub spec: Option<Value>,
     #[serde(default)]
     pub options: Map<String, Value>,
+    /// Convert jobs: earlier entries of the same spec whose rows of unchanged files are
+    /// reused instead of transformed again (what keeps a watched dataset incremental).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reuse: Vec<String>,
 }
 
 /// A job ready to run.
@@ -40,6 +44,8 @@ pub enum Prepared {
 /// What a finished job reports.
 #[derive(Debug, Default)]
 pub struct Outcome {
+    pub rows: Option<u64>,
+    pub reused: Option<u64>,
     pub entry: Option<String>,
     pub output: Option<String>,
     pub failures: Vec<Failure>,
@@ -259,6 +265,7 @@ impl JobRequest {
                 if let Some(n) = o.count("workers")? {
                     c.workers = n;
                 }
+                c.reuse = self.reuse.iter().map(PathBuf::from).collect();
                 Ok(Prepared::Convert(Box::new(c)))
             }
             _ => {
@@ -325,6 +332,8 @@ impl Prepared {
                 c.monitor = Some(monitor);
                 let report = convert(&c)?;
                 Ok(Outcome {
+                    rows: Some(report.rows),
+                    reused: Some(report.reused),
                     entry: Some(report.entry.display().to_string()),
                     output: None,
                     failures: report.failures,
@@ -334,6 +343,8 @@ impl Prepared {
                 s.monitor = Some(monitor);
                 let report = score(&s)?;
                 Ok(Outcome {
+                    rows: Some(report.rows),
+                    reused: None,
                     entry: Some(report.input_entry.display().to_string()),
                     output: Some(report.output.display().to_string()),
                     failures: report
