@@ -407,7 +407,6 @@ pub(super) async fn write_items(
     let reused: std::collections::HashSet<u64> = reused.into_iter().collect();
     let results = transformed(opts, job, work, pipeline, slots.clone());
     futures::pin_mut!(results);
-    let mut order = indices.into_iter();
     let shard_options = ShardOptions {
         row_group_rows: 0,
         zstd: opts.zstd,
@@ -418,7 +417,7 @@ pub(super) async fn write_items(
     let mut failed_since_shard: Vec<Failure> = Vec::new();
     let mut last_item = 0;
     let monitor = opts.monitor.as_deref();
-    while let Some(next) = order.next() {
+    for next in indices {
         let (index, payload) = if reused.contains(&next) {
             let reuse = reuse.as_mut().expect("reused rows come from an earlier entry");
             let payload = reuse.payload(next)?;
