@@ -48,7 +48,7 @@ enum Command {
     },
     /// Materialize a dataset (directory or object-store URL) as cached Parquet shards. Prints
     /// the cache entry's directory as the last line of stdout.
-    Convert(ConvertArgs),
+    Convert(Box<ConvertArgs>),
     /// Inspect and prune the conversion cache.
     Cache {
         #[command(subcommand)]
@@ -341,7 +341,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Convert(args) => run_convert(args),
+        Command::Convert(args) => run_convert(*args),
         Command::Serve { dir, listen, token } => Ok(kiln::serve::serve(kiln::serve::ServeOptions {
             listen,
             dir,
