@@ -31,13 +31,16 @@ class Daemon:
     def __init__(self, state: Path, cache: Path, token: Optional[str] = None, max_jobs: int = 2):
         self.state, self.cache, self.token, self.max_jobs = state, cache, token, max_jobs
         self.port = free_port()
+        self.flight_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.flight_url = f"grpc://127.0.0.1:{self.flight_port}"
         self.process: Optional[subprocess.Popen] = None
         self.log = state.parent / f"daemon-{self.port}.log"
 
     def start(self) -> "Daemon":
         args = [str(kiln_bin()), "daemon", "--state", str(self.state), "--cache", str(self.cache),
-                "--listen", f"127.0.0.1:{self.port}", "--max-jobs", str(self.max_jobs)]
+                "--listen", f"127.0.0.1:{self.port}", "--flight-listen", f"127.0.0.1:{self.flight_port}",
+                "--max-jobs", str(self.max_jobs)]
         env = dict(os.environ)
         if self.token:
             env["KILN_TOKEN"] = self.token
@@ -194,12 +197,12 @@ def test_a_token_is_required_when_set(tmp_path, clips):
     finally:
         d.stop(signal.SIGKILL)
     # On a network address the daemon refuses to start without one.
-    result = run_cli("daemon", "--state", tmp_path / "s2", "--listen", "0.0.0.0:0", check=False)
+    result = run_cli("daemon", "--state", tmp_path / "s2", "--listen", "0.0.0.0:0", "--flight-listen", "none", check=False)
     assert result.returncode != 0 and "token" in result.stderr
 
 
 def test_one_daemon_per_state_directory(daemon):
-    result = run_cli("daemon", "--state", daemon.state, "--listen", "127.0.0.1:0", check=False)
+    result = run_cli("daemon", "--state", daemon.state, "--listen", "127.0.0.1:0", "--flight-listen", "none", check=False)
     assert result.returncode != 0 and "in use by another kiln daemon" in result.stderr
 
 
@@ -297,5 +300,117 @@ def test_a_watched_dataset_converts_only_new_files(tmp_path):
         bad = dict(body, poll="10ms")
         response = requests.put(f"{d.url}/v1/datasets/fast", json=bad, timeout=10)
         assert response.status_code == 400 and "minimum" in response.json()["error"]
+    finally:
+        d.stop(signal.SIGKILL)
+
+
+# --- Arrow Flight ------------------------------------------------------------------------------
+
+
+def flight_checksum(batches) -> str:
+    """What `kiln stream` hashes: per batch, the row ids (u64 LE), then the tensor values
+    (float32 LE), in order; the first 16 hex digits of the SHA-256."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    for batch in batches:
+        h.update(np.asarray(batch.column("row_id").to_numpy(), dtype="<u8").tobytes())
+        tensor = batch.column("tensor")
+        values = tensor.flatten() if hasattr(tensor, "flatten") else tensor.values
+        h.update(np.asarray(values.to_numpy(zero_copy_only=False), dtype="<f4").tobytes())
+    return h.hexdigest()[:16]
+
+
+def cli_stream(entry: str, *args: Any) -> Dict[str, Any]:
+    return json.loads(run_cli("stream", entry, "--json", *args).stdout.strip().splitlines()[-1])
+
+
+def flight_batches(d: Daemon, command: Dict[str, Any], headers=None):
+    import pyarrow.flight as fl
+
+    client = fl.connect(d.flight_url)
+    options = fl.FlightCallOptions(headers=headers or [])
+    info = client.get_flight_info(fl.FlightDescriptor.for_command(json.dumps(command)), options)
+    assert len(info.endpoints) == 1
+    reader = client.do_get(info.endpoints[0].ticket, options)
+    batches = [chunk.data for chunk in reader]
+    client.close()
+    return info, batches
+
+
+def test_flight_streams_what_kiln_stream_gives(daemon, clips, tmp_path):
+    job = daemon.wait(daemon.post("/v1/jobs", {"kind": "convert", "source": str(clips), "spec": FIXED_MEL,
+                                                "options": {"row_group_rows": 3}}).json()["id"])
+    entry = job["entry"]
+    for shard, count, seed in [(0, 1, None), (1, 3, 7), (0, 2, 11)]:
+        command = {"path": entry, "batch_size": 5, "cur_shard": shard, "shard_count": count, "seed": seed}
+        info, batches = flight_batches(daemon, command)
+        args = ["--batch-size", "5", "--shard", f"{shard}/{count}"] + (["--seed", str(seed)] if seed is not None else [])
+        expected = cli_stream(entry, *args)
+        assert info.total_records == expected["rows"]
+        assert sum(b.num_rows for b in batches) == expected["rows"]
+        assert flight_checksum(batches) == expected["checksum"], command
+    # From a saved state: the rest of the epoch, as `kiln stream --resume`.
+    state_file = tmp_path / "state.json"
+    run_cli("stream", entry, "--batch-size", "4", "--seed", "3", "--max-batches", "2", "--state-out", state_file)
+    state = json.loads(state_file.read_text())
+    _, batches = flight_batches(daemon, {"path": entry, "batch_size": 4, "state": state})
+    assert flight_checksum(batches) == cli_stream(entry, "--batch-size", "4", "--seed", "3", "--resume", state_file)["checksum"]
+
+
+def test_flight_refuses_what_it_must(tmp_path, clips):
+    import pyarrow as pa
+    import pyarrow.flight as fl
+
+    d = Daemon(tmp_path / "state", tmp_path / "cache", token="flight-token-0123456789").start()
+    try:
+        job = d.wait(d.post("/v1/jobs", {"kind": "convert", "source": str(clips), "spec": FIXED_MEL}).json()["id"])
+        with pytest.raises(fl.FlightUnauthenticatedError):
+            flight_batches(d, {"path": job["entry"]})
+        auth = [(b"authorization", b"Bearer flight-token-0123456789")]
+        _, batches = flight_batches(d, {"path": job["entry"], "batch_size": 8}, headers=auth)
+        assert sum(b.num_rows for b in batches) == 24
+        with pytest.raises(fl.FlightUnauthorizedError, match="not an entry of this daemon's cache"):
+            flight_batches(d, {"path": str(tmp_path)}, headers=auth)
+        with pytest.raises(KeyError, match="neither a dataset nor an entry"):
+            flight_batches(d, {"path": "no-such-thing"}, headers=auth)
+        with pytest.raises(pa.ArrowInvalid, match="not a kiln stream request"):
+            flight_batches(d, {"path": job["entry"], "bogus": 1}, headers=auth)
+        with pytest.raises(pa.ArrowInvalid, match="shard"):
+            flight_batches(d, {"path": job["entry"], "cur_shard": 3, "shard_count": 2}, headers=auth)
+    finally:
+        d.stop(signal.SIGKILL)
+
+
+def test_32_flight_clients_while_two_conversions_run(tmp_path, clips):
+    """Load: every client gets its whole shard while conversions run; peak memory reported."""
+    import concurrent.futures
+
+    d = Daemon(tmp_path / "state", tmp_path / "cache", max_jobs=2).start()
+    try:
+        entry = d.wait(d.post("/v1/jobs", {"kind": "convert", "source": str(clips), "spec": FIXED_MEL}).json()["id"])["entry"]
+        busy = [many_clips(tmp_path / f"busy{i}", 150) for i in range(2)]
+        jobs = [d.post("/v1/jobs", {"kind": "convert", "source": str(b), "spec": FIXED_MEL, "options": {"workers": 1}}).json()["id"] for b in busy]
+
+        def client(i: int) -> int:
+            total = 0
+            for _ in range(5):
+                _, batches = flight_batches(d, {"path": entry, "batch_size": 2, "cur_shard": i % 4, "shard_count": 4, "seed": i})
+                total += sum(b.num_rows for b in batches)
+            return total
+
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(32) as pool:
+            totals = list(pool.map(client, range(32)))
+        assert totals == [5 * 6] * 32
+        assert all(d.wait(j, timeout=300)["state"] == "succeeded" for j in jobs)
+        peak_kb = int(next(line for line in Path(f"/proc/{d.process.pid}/status").read_text().splitlines()
+                           if line.startswith("VmHWM")).split()[1])
+        print(f"\n32 Flight clients x 5 streams in {time.monotonic() - started:.1f} s; daemon peak RSS {peak_kb / 1024:.0f} MiB")
+        assert peak_kb < 1024 * 1024, f"peak RSS {peak_kb} kB"
+        families = {f.name: f for f in text_string_to_metric_families(d.get("/metrics").text)}
+        assert families["kiln_flight_streams"].samples[0].value == 0
     finally:
         d.stop(signal.SIGKILL)

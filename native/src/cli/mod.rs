@@ -84,6 +84,9 @@ enum Command {
         /// HOST:PORT; an address reachable from the network needs --token.
         #[arg(long, default_value = "127.0.0.1:7878")]
         listen: String,
+        /// HOST:PORT for Arrow Flight (gRPC) batches; `none` to serve none.
+        #[arg(long, default_value = "127.0.0.1:7879")]
+        flight_listen: String,
         /// Required on every request as `Authorization: Bearer` (default: $KILN_TOKEN).
         #[arg(long)]
         token: Option<String>,
@@ -352,12 +355,14 @@ fn run(cli: Cli) -> Result<()> {
             state,
             cache,
             listen,
+            flight_listen,
             token,
             max_jobs,
         } => Ok(kiln::daemon::run(kiln::daemon::DaemonOptions {
             state,
             cache: cache.unwrap_or_else(default_cache),
             listen,
+            flight_listen: (flight_listen != "none").then_some(flight_listen),
             token: token.or_else(|| std::env::var("KILN_TOKEN").ok().filter(|t| !t.is_empty())),
             max_jobs,
         })?),

@@ -15,6 +15,7 @@ use axum::Router;
 use serde_json::json;
 
 use super::datasets::{DatasetRequest, Datasets};
+use super::flight::FlightStats;
 use super::jobs::{JobRecord, Jobs};
 use super::metrics::Snapshot;
 use super::request::JobRequest;
@@ -31,6 +32,7 @@ const EVENT_INTERVAL: Duration = Duration::from_millis(500);
 pub struct Api {
     pub jobs: Arc<Jobs>,
     pub datasets: Arc<Datasets>,
+    pub flight: Arc<FlightStats>,
 }
 
 pub fn router(api: Api) -> Router {
@@ -43,12 +45,12 @@ pub fn router(api: Api) -> Router {
         .with_state(api.datasets.clone());
     Router::new()
         .merge(datasets)
+        .route("/metrics", get(metrics).with_state(api.clone()))
         .route("/v1/jobs", get(list_jobs).post(submit))
         .route("/v1/jobs/{id}", get(get_job).delete(cancel))
         .route("/v1/jobs/{id}/events", get(events))
         .route("/v1/entries", get(entries))
         .route("/v1/openapi.json", get(openapi))
-        .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .with_state(api.jobs)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
@@ -152,7 +154,8 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
-async fn metrics(State(jobs): State<Arc<Jobs>>) -> Response {
+async fn metrics(State(api): State<Api>) -> Response {
+    let (jobs, flight) = (api.jobs, api.flight);
     let text = blocking(move || {
         let cache_bytes = crate::cache::list_entries(jobs.cache())
             .map(|entries| entries.iter().map(|e| e.bytes).sum())
@@ -161,7 +164,7 @@ async fn metrics(State(jobs): State<Arc<Jobs>>) -> Response {
             jobs: jobs.counts().into_iter().collect(),
             running: jobs.running_totals(),
             cache_bytes,
-            flight_streams: 0,
+            flight_streams: flight.streams.load(std::sync::atomic::Ordering::Relaxed),
         };
         jobs.metrics.render(&snapshot)
     })

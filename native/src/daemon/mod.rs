@@ -6,6 +6,7 @@
 
 mod api;
 mod datasets;
+mod flight;
 mod jobs;
 mod metrics;
 mod request;
@@ -28,6 +29,8 @@ pub struct DaemonOptions {
     pub cache: PathBuf,
     /// `HOST:PORT`; a non-loopback address needs a token.
     pub listen: String,
+    /// `HOST:PORT` for Arrow Flight (gRPC); `None` serves no Flight.
+    pub flight_listen: Option<String>,
     pub token: Option<String>,
     pub max_jobs: usize,
 }
@@ -83,7 +86,37 @@ pub fn run(options: DaemonOptions) -> Result<()> {
                 .map_err(|e| Error::io("starting", "a job runner", e))
         })
         .collect::<Result<_>>()?;
+    let flight_stats = std::sync::Arc::new(flight::FlightStats::default());
     let served = runtime.block_on(async {
+        let (stop_send, stop) = tokio::sync::watch::channel(false);
+        let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        let flight = match &options.flight_listen {
+            Some(listen) => {
+                let listener = bind_flight(listen, options.token.is_some()).await?;
+                let address = listener
+                    .local_addr()
+                    .map_err(|e| Error::io("binding", listen, e))?;
+                let service = flight::FlightServer::new(
+                    jobs.cache().to_owned(),
+                    datasets.clone(),
+                    options.token.clone(),
+                    flight_stats.clone(),
+                )
+                .into_service();
+                let incoming = tonic::transport::server::TcpIncoming::from(listener);
+                let shutdown = stopped(stop.clone());
+                eprintln!("kiln daemon: Arrow Flight on grpc://{address}");
+                Some(tokio::spawn(async move {
+                    tonic::transport::Server::builder()
+                        .add_service(service)
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await
+                }))
+            }
+            None => None,
+        };
         let server = bind_with_routes(
             ServeOptions {
                 listen: options.listen.clone(),
@@ -94,6 +127,7 @@ pub fn run(options: DaemonOptions) -> Result<()> {
             Some(api::router(api::Api {
                 jobs: jobs.clone(),
                 datasets: datasets.clone(),
+                flight: flight_stats.clone(),
             })),
         )
         .await?;
@@ -105,7 +139,16 @@ pub fn run(options: DaemonOptions) -> Result<()> {
             );
         }
         eprintln!("kiln daemon: listening on http://{}", server.local_addr());
-        server.run_until(shutdown_signal()).await;
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop_send.send(true);
+        });
+        server.run_until(stopped(stop)).await;
+        if let Some(flight) = flight {
+            if let Ok(Err(e)) = flight.await {
+                eprintln!("kiln daemon: Arrow Flight: {e}");
+            }
+        }
         Ok::<_, Error>(())
     });
     datasets.stop();
@@ -116,6 +159,27 @@ pub fn run(options: DaemonOptions) -> Result<()> {
     }
     drop(lock);
     served
+}
+
+/// Binds the Flight listener; like the HTTP one, an address reachable from the network needs
+/// a token.
+async fn bind_flight(listen: &str, has_token: bool) -> Result<tokio::net::TcpListener> {
+    let invalid = |problem: String| Error::invalid("--flight-listen", format!("{listen}: {problem}"));
+    let addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host(listen)
+        .await
+        .map_err(|e| invalid(format!("not a HOST:PORT address ({e})")))?
+        .collect();
+    if addresses.is_empty() {
+        return Err(invalid("resolves to no address".into()));
+    }
+    if !has_token && addresses.iter().any(|a| !a.ip().to_canonical().is_loopback()) {
+        return Err(invalid(
+            "reachable from the network: give a token (--token or KILN_TOKEN)".into(),
+        ));
+    }
+    tokio::net::TcpListener::bind(&addresses[..])
+        .await
+        .map_err(|e| Error::io("binding", listen, e))
 }
 
 /// SIGTERM or SIGINT.
