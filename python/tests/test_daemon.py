@@ -120,6 +120,30 @@ def test_a_convert_job_runs_and_reports_like_the_cli(daemon, clips, tmp_path):
     assert [e["key"] for e in entries] == [Path(done["entry"]).name]
 
 
+def test_a_score_job_scores_an_entry(daemon, clips, tmp_path):
+    import sys as _sys
+
+    _sys.path.insert(0, str(Path(__file__).parent / "oip"))
+    import models
+
+    from conftest import FIXED_MEL_SHAPE
+
+    model = models.mlp(tmp_path / "mlp.onnx", ["batch", *FIXED_MEL_SHAPE])
+    entry = daemon.wait(daemon.post("/v1/jobs", {"kind": "convert", "source": str(clips), "spec": FIXED_MEL}).json()["id"])["entry"]
+    out = tmp_path / "scores"
+    job = daemon.post("/v1/jobs", {"kind": "score", "source": entry,
+                                   "options": {"model": str(model), "output": str(out), "batch_size": 5}}).json()
+    done = daemon.wait(job["id"])
+    assert done["state"] == "succeeded", done
+    assert done["output"] == str(out) and done["rows"] == 24
+    assert done["progress"]["done"] == done["progress"]["total"] == 24
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["rows"] == 24 and manifest["failures"] == []
+    # The CLI on the same output: already complete, nothing scored again.
+    again = json.loads(run_cli("score", entry, "--model", model, "-o", out, "--json").stdout.strip().splitlines()[-1])
+    assert again["scored"] == 0
+
+
 def test_events_stream_progress_until_the_job_finishes(daemon, clips):
     job = daemon.post("/v1/jobs", {"kind": "convert", "source": str(clips), "spec": LOG_MEL, "options": {"workers": 1}}).json()
     events = []
