@@ -458,3 +458,31 @@ def test_schemathesis_finds_no_server_error(daemon, tmp_path):
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert "Tested: 12" in result.stdout, result.stdout[-3000:]
+
+
+def test_convert_reuse_takes_only_unchanged_files(tmp_path):
+    source = tmp_path / "src"
+    for i in range(6):
+        write_wav(source / "a" / f"c{i}.wav", tone(i))
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(FIXED_MEL))
+
+    def convert(cache: str, *extra: Any) -> Dict[str, Any]:
+        return json.loads(run_cli("convert", source, "--spec", spec, "--cache", tmp_path / cache, "--json", *extra)
+                          .stdout.strip().splitlines()[-1])
+
+    first = convert("c")
+    write_wav(source / "a" / "c1.wav", tone(100, 6000))   # changed (size and content)
+    (source / "a" / "c2.wav").unlink()                      # removed
+    write_wav(source / "b" / "new.wav", tone(101))          # added
+    second = convert("c", "--reuse", first["entry"])
+    assert second["rows"] == 6 and second["reused"] == 4    # c0, c3, c4, c5
+    fresh = convert("fresh")
+    assert fresh["reused"] == 0 and Path(fresh["entry"]).name == Path(second["entry"]).name
+    assert stream_checksum(second["entry"]) == stream_checksum(fresh["entry"])
+    # Another spec's entry gives nothing.
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(LOG_MEL))
+    third = json.loads(run_cli("convert", source, "--spec", other, "--cache", tmp_path / "c3", "--json", "--reuse", first["entry"])
+                       .stdout.strip().splitlines()[-1])
+    assert third["reused"] == 0 and third["rows"] == 6

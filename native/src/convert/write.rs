@@ -404,7 +404,8 @@ pub(super) async fn write_items(
     let (reused, work): (Vec<u64>, Vec<u64>) = indices
         .iter()
         .partition(|&&i| reuse.as_ref().is_some_and(|r| r.has(i)));
-    let reused: std::collections::HashSet<u64> = reused.into_iter().collect();
+    // Ascending, like the transformed stream (listing order): the two are merged by index.
+    let mut reused: VecDeque<u64> = reused.into_iter().collect();
     let results = transformed(opts, job, work, pipeline, slots.clone());
     futures::pin_mut!(results);
     let shard_options = ShardOptions {
@@ -417,8 +418,15 @@ pub(super) async fn write_items(
     let mut failed_since_shard: Vec<Failure> = Vec::new();
     let mut last_item = 0;
     let monitor = opts.monitor.as_deref();
-    for next in indices {
-        let (index, payload) = if reused.contains(&next) {
+    let mut next_work = results.next().await;
+    loop {
+        let take_reused = match (reused.front(), &next_work) {
+            (Some(r), Some((w, _))) => r < w,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let (index, payload) = if take_reused {
+            let next = reused.pop_front().expect("checked above");
             let reuse = reuse.as_mut().expect("reused rows come from an earlier entry");
             let payload = reuse.payload(next)?;
             written.reused += 1;
@@ -427,14 +435,12 @@ pub(super) async fn write_items(
             }
             (next, Ok((payload, Vec::new())))
         } else {
-            match results.next().await {
-                Some((index, payload)) if index == next => (index, payload),
-                _ => {
-                    return Err(Error::Panicked {
-                        what: "the conversion",
-                        message: format!("item {next} went missing between transform and write"),
-                    })
+            match next_work.take() {
+                Some(item) => {
+                    next_work = results.next().await;
+                    item
                 }
+                None => break,
             }
         };
         if monitor.is_some_and(|m| m.cancelled()) {
