@@ -5,6 +5,9 @@
 //! JSON (reports, manifests, loader states), so this layer holds no conversions of its own.
 //! Every call that decodes, transforms or reads data releases the GIL.
 
+mod batch;
+mod scorer;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -460,6 +463,10 @@ fn _kiln(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(transform, m)?)?;
     m.add_function(wrap_pyfunction!(convert, m)?)?;
     m.add_function(wrap_pyfunction!(score, m)?)?;
+    m.add_function(wrap_pyfunction!(batch::spec_output, m)?)?;
+    m.add_function(wrap_pyfunction!(batch::transform_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(batch::tfrecord_batch, m)?)?;
+    m.add_class::<scorer::Scorer>()?;
     m.add_function(wrap_pyfunction!(entry_info, m)?)?;
     m.add_function(wrap_pyfunction!(default_cache_dir, m)?)?;
     m.add_function(wrap_pyfunction!(load_spec, m)?)?;

@@ -2,4 +2,4 @@
 
 pub mod tfrecord;
 
-pub use tfrecord::export as export_tfrecord;
+pub use tfrecord::{export as export_tfrecord, tfrecord_records};

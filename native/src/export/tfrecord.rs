@@ -35,7 +35,9 @@ fn length_delimited(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
 /// One `tf.train.Feature` value.
 enum Feature<'a> {
     Bytes(Vec<&'a [u8]>),
+    OwnedBytes(Vec<Vec<u8>>),
     Floats(&'a [f32]),
+    OwnedFloats(Vec<f32>),
     Ints(Vec<i64>),
 }
 
@@ -46,7 +48,16 @@ fn encode_feature(feature: &Feature) -> Vec<u8> {
             values.iter().for_each(|v| length_delimited(&mut list, 1, v));
             1
         }
+        Feature::OwnedBytes(values) => {
+            values.iter().for_each(|v| length_delimited(&mut list, 1, v));
+            1
+        }
         Feature::Floats(values) => {
+            let packed: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            length_delimited(&mut list, 1, &packed);
+            2
+        }
+        Feature::OwnedFloats(values) => {
             let packed: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
             length_delimited(&mut list, 1, &packed);
             2
@@ -83,6 +94,110 @@ fn write_record(out: &mut impl Write, data: &[u8]) -> std::io::Result<()> {
     out.write_all(&masked_crc(&len).to_le_bytes())?;
     out.write_all(data)?;
     out.write_all(&masked_crc(data).to_le_bytes())
+}
+
+/// One row's value of `column` as a feature (`None` for a null: the feature is left out).
+fn any_feature(column: &dyn Array, row: usize) -> Result<Option<Feature<'_>>> {
+    use arrow::array::{AsArray, BooleanArray, LargeBinaryArray, LargeStringArray};
+    use arrow::datatypes::*;
+    if column.is_null(row) {
+        return Ok(None);
+    }
+    let ints = |values: Vec<i64>| Ok(Some(Feature::Ints(values)));
+    Ok(match column.data_type() {
+        DataType::Binary => Some(Feature::Bytes(vec![column.as_binary::<i32>().value(row)])),
+        DataType::LargeBinary => Some(Feature::Bytes(vec![column
+            .as_any()
+            .downcast_ref::<LargeBinaryArray>()
+            .expect("large binary")
+            .value(row)])),
+        DataType::Utf8 => Some(Feature::Bytes(vec![column.as_string::<i32>().value(row).as_bytes()])),
+        DataType::LargeUtf8 => Some(Feature::Bytes(vec![column
+            .as_any()
+            .downcast_ref::<LargeStringArray>()
+            .expect("large string")
+            .value(row)
+            .as_bytes()])),
+        DataType::Boolean => {
+            let b = column.as_any().downcast_ref::<BooleanArray>().expect("boolean").value(row);
+            return ints(vec![i64::from(b)]);
+        }
+        DataType::Int8 => return ints(vec![column.as_primitive::<Int8Type>().value(row).into()]),
+        DataType::Int16 => return ints(vec![column.as_primitive::<Int16Type>().value(row).into()]),
+        DataType::Int32 => return ints(vec![column.as_primitive::<Int32Type>().value(row).into()]),
+        DataType::Int64 => return ints(vec![column.as_primitive::<Int64Type>().value(row)]),
+        DataType::UInt8 => return ints(vec![column.as_primitive::<UInt8Type>().value(row).into()]),
+        DataType::UInt16 => return ints(vec![column.as_primitive::<UInt16Type>().value(row).into()]),
+        DataType::UInt32 => return ints(vec![column.as_primitive::<UInt32Type>().value(row).into()]),
+        // Times as their integer value (Spark timestamps: microseconds since the epoch).
+        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 | DataType::Duration(_) => {
+            let single = column.slice(row, 1);
+            let value = arrow::compute::cast(&single, &DataType::Int64)?;
+            return ints(vec![value.as_primitive::<Int64Type>().value(0)]);
+        }
+        DataType::Float32 => {
+            let v = column.as_primitive::<Float32Type>();
+            Some(Feature::Floats(&v.values()[row..row + 1]))
+        }
+        DataType::Float64 => Some(Feature::OwnedFloats(vec![column.as_primitive::<Float64Type>().value(row) as f32])),
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _) => {
+            let values = match column.data_type() {
+                DataType::List(_) => column.as_list::<i32>().value(row),
+                DataType::LargeList(_) => column.as_list::<i64>().value(row),
+                _ => column.as_fixed_size_list().value(row),
+            };
+            let values = arrow::compute::cast(&values, &list_target(values.data_type())?)?;
+            match values.data_type() {
+                DataType::Int64 => return ints(values.as_primitive::<Int64Type>().values().to_vec()),
+                DataType::Float32 => Some(Feature::OwnedFloats(values.as_primitive::<Float32Type>().values().to_vec())),
+                _ => Some(Feature::OwnedBytes(
+                    (0..values.len()).map(|i| values.as_binary::<i32>().value(i).to_vec()).collect(),
+                )),
+            }
+        }
+        other => {
+            return Err(Error::invalid(
+                "column",
+                format!("of type {other} cannot be a tf.train.Feature (binary, strings, numbers and lists of them can)"),
+            ))
+        }
+    })
+}
+
+/// What a list's items become: int64, float32 or bytes.
+fn list_target(item: &arrow::datatypes::DataType) -> Result<arrow::datatypes::DataType> {
+    use arrow::datatypes::DataType::*;
+    Ok(match item {
+        Boolean | Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 => Int64,
+        Float16 | Float32 | Float64 => Float32,
+        Binary | LargeBinary | Utf8 | LargeUtf8 => Binary,
+        other => {
+            return Err(Error::invalid(
+                "column",
+                format!("a list of {other} cannot be a tf.train.Feature"),
+            ))
+        }
+    })
+}
+
+/// Every row of `batch` as a framed `tf.train.Example` with a feature per column (binary and
+/// strings as bytes_list, integers as int64_list, floats as float_list, lists of them
+/// likewise; nulls left out), concatenated as a TFRecord file holds them.
+pub fn tfrecord_records(batch: &RecordBatch) -> Result<Vec<u8>> {
+    let schema = batch.schema();
+    let mut out = Vec::new();
+    for row in 0..batch.num_rows() {
+        let mut features = Vec::new();
+        for (field, column) in schema.fields().iter().zip(batch.columns()) {
+            if let Some(feature) = any_feature(column.as_ref(), row)
+                .map_err(|e| Error::invalid(format!("column {:?}", field.name()), e.to_string()))?
+            {
+                features.push((field.name().as_str(), feature));
+            }
+        }
+        write_record(&mut out, &encode_example(&features)).expect("writing to memory");
+    }
+    Ok(out)
 }
 
 fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T> {

@@ -175,7 +175,7 @@ impl ProjectByNames for RecordBatch {
 
 /// The rows' tensors as one `(rows, *row_shape)` input of the model's type, padded with
 /// zero rows to a fixed batch size when the model has one.
-fn input_batch(
+pub fn input_batch(
     config: &ReaderConfig,
     rows: &RecordBatch,
     id: u64,

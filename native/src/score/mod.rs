@@ -158,7 +158,19 @@ fn resolve_input(opts: &ScoreOptions) -> Result<PathBuf> {
 }
 
 fn open_scorer(opts: &ScoreOptions, runtime: &tokio::runtime::Runtime) -> Result<Arc<dyn Scorer>> {
-    match &opts.model {
+    open_model(&opts.model, opts.input_name.as_deref(), opts.workers, runtime)
+}
+
+/// Loads a model (or connects to an endpoint, waiting for it to be ready) once, for scoring
+/// batches with [`Scorer::score`] on `runtime`.
+pub fn open_model(
+    model: &ModelSource,
+    input_name: Option<&str>,
+    workers: usize,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Arc<dyn Scorer>> {
+    check_range("--workers", workers, MAX_WORKERS)?;
+    match model {
         ModelSource::Onnx { path, engine } => {
             if !path.is_file() {
                 return Err(Error::invalid(
@@ -170,14 +182,13 @@ fn open_scorer(opts: &ScoreOptions, runtime: &tokio::runtime::Runtime) -> Result
             let identity = serde_json::json!({ "sha256": sha256_file(path)? });
             match engine {
                 Engine::Tract => {
-                    let model = tract::TractModel::load(path, opts.input_name.as_deref())?;
-                    Ok(Arc::new(LocalScorer::new(model, identity, opts.workers)?))
+                    let model = tract::TractModel::load(path, input_name)?;
+                    Ok(Arc::new(LocalScorer::new(model, identity, workers)?))
                 }
                 #[cfg(feature = "onnxruntime")]
                 Engine::OnnxRuntime { library } => {
-                    let model =
-                        onnxruntime::OrtModel::load(path, library.as_deref(), opts.input_name.as_deref())?;
-                    Ok(Arc::new(LocalScorer::new(model, identity, opts.workers)?))
+                    let model = onnxruntime::OrtModel::load(path, library.as_deref(), input_name)?;
+                    Ok(Arc::new(LocalScorer::new(model, identity, workers)?))
                 }
                 #[cfg(not(feature = "onnxruntime"))]
                 Engine::OnnxRuntime { .. } => Err(Error::invalid(
@@ -191,7 +202,7 @@ fn open_scorer(opts: &ScoreOptions, runtime: &tokio::runtime::Runtime) -> Result
             check_range("--concurrency", endpoint.concurrency, MAX_CONCURRENCY)?;
             let mut endpoint = endpoint.clone();
             if endpoint.input_name.is_none() {
-                endpoint.input_name = opts.input_name.clone();
+                endpoint.input_name = input_name.map(str::to_owned);
             }
             if let Some(rps) = endpoint.max_rps {
                 if !(rps.is_finite() && rps > 0.0) {

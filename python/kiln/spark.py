@@ -1,0 +1,193 @@
+"""kiln inside Spark: the exact kernels on the executors, with Spark doing the distribution.
+
+    from kiln import spark as ks
+    df = spark.read.format("binaryFile").load("/data/clips/*.wav")
+    features = ks.transform(df, "log_mel.json")          # + tensor, shape, error columns
+    ks.write_tfrecord(features.select("path", "tensor", "shape"), "/data/tfrecord")
+
+Each function runs through ``mapInArrow``: Arrow batches go straight into kiln's native code
+(no pandas, no per-row Python), which releases the GIL while it works. Needs ``pyspark`` only
+when this module is imported; executors need the ``kiln`` wheel installed (see README).
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from typing import Iterator, Optional
+
+import pyarrow as pa
+from pyspark.sql import DataFrame
+from pyspark.sql.types import ArrayType, BinaryType, FloatType, IntegerType, LongType, StringType, StructField, StructType
+
+from . import ArgumentError, ConversionError, SpecLike, _kiln, _spec_json
+
+__all__ = ["transform", "score", "write_tfrecord"]
+
+
+def _output_fields(spec_json: str, output_col: str):
+    dtype, _ = _kiln.spec_output(spec_json)
+    tensor_type = BinaryType() if dtype == "uint8" else ArrayType(FloatType(), containsNull=False)
+    return [
+        StructField(output_col, tensor_type, True),
+        StructField("shape", ArrayType(IntegerType(), containsNull=False), True),
+        StructField("error", StringType(), True),
+    ]
+
+
+def transform(
+    df: DataFrame,
+    spec: SpecLike,
+    content_col: str = "content",
+    path_col: str = "path",
+    output_col: str = "tensor",
+    backend: str = "cpu",
+    on_error: str = "skip",
+    threads: Optional[int] = None,
+) -> DataFrame:
+    """``df``'s columns plus ``output_col`` (``array<float>``, or ``binary`` for uint8 specs),
+    ``shape`` (``array<int>``) and ``error`` (null when the row is fine), computed on the
+    executors: the same tensor as ``kiln.transform`` on each row's ``content_col`` bytes (e.g.
+    ``spark.read.format("binaryFile")``).
+
+    A row that cannot be decoded or transformed gets a null tensor and its ``error``; with
+    ``on_error="fail"`` the job fails instead, naming the row's ``path_col``. ``threads``:
+    native threads per Python worker (default: the machine's cores)."""
+    if on_error not in ("skip", "fail"):
+        raise ArgumentError(f"on_error: {on_error!r} is not 'skip' or 'fail'")
+    spec_json = _spec_json(spec)
+    names = df.schema.names
+    if content_col not in names:
+        raise ArgumentError(f"content_col: the DataFrame has no column {content_col!r} (columns: {names})")
+    for name in (output_col, "shape", "error"):
+        if name in names:
+            raise ArgumentError(f"the DataFrame already has a column {name!r}; rename it or choose another output_col")
+    if on_error == "fail" and path_col not in names:
+        raise ArgumentError(f"path_col: the DataFrame has no column {path_col!r} to name failed rows by")
+    schema = StructType(df.schema.fields + _output_fields(spec_json, output_col))
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            content = batch.column(content_col)
+            tensors, shapes, errors = _kiln.transform_batch(spec_json, content, backend=backend, threads=threads)
+            if on_error == "fail" and errors.null_count < len(errors):
+                i = next(i for i, e in enumerate(errors.to_pylist()) if e is not None)
+                path = batch.column(path_col)[i].as_py()
+                raise ConversionError(f"{path}: {errors[i].as_py()} (on_error='fail')")
+            columns = list(batch.columns) + [tensors, shapes, errors]
+            yield pa.RecordBatch.from_arrays(columns, names=schema.names)
+
+    return df.mapInArrow(run, schema)
+
+
+# One model per Python worker process, whatever the number of tasks it runs (Spark reuses
+# Python workers between tasks by default).
+_SCORERS: dict = {}
+
+
+def _scorer(options: dict):
+    key = json.dumps(options, sort_keys=True)
+    scorer = _SCORERS.get(key)
+    if scorer is None:
+        scorer = _SCORERS[key] = _kiln.Scorer(**options)
+    return scorer
+
+
+def score(
+    df: DataFrame,
+    model: Optional[str] = None,
+    input_col: str = "tensor",
+    batch_size: int = 64,
+    endpoint: Optional[str] = None,
+    model_name: Optional[str] = None,
+    shape_col: str = "shape",
+    error_col: str = "score_error",
+    **options,
+) -> DataFrame:
+    """``kiln score`` inside Spark: ``df`` (e.g. :func:`transform`'s output) plus one
+    ``array<float>`` column per model output, named as the output, and ``error_col`` (null
+    when the row's batch scored). The ONNX ``model`` (a path every executor can read; tract,
+    or ``engine="onnxruntime"`` with ``ort_lib=``) is loaded once per Python worker; with
+    ``endpoint`` and ``model_name``, batches go to an OIP v2 server with ``kiln score``'s
+    retries. Rows are scored ``batch_size`` at a time in partition order; ``input_col`` holds
+    each row's tensor (``array<float>``, or ``binary`` for uint8) and ``shape_col`` its
+    shape. Options: ``model_version``, ``engine``, ``ort_lib``, ``workers``, ``concurrency``,
+    ``retries``, ``timeout`` (seconds), ``max_rps``, ``input_name``."""
+    known = {"model_version", "engine", "ort_lib", "workers", "concurrency", "retries", "timeout", "max_rps", "input_name"}
+    unknown = set(options) - known
+    if unknown:
+        raise TypeError(f"score() got unexpected keyword arguments {sorted(unknown)}")
+    if batch_size < 1:
+        raise ArgumentError(f"batch_size: {batch_size} must be at least 1")
+    names = df.schema.names
+    for name in (input_col, shape_col):
+        if name not in names:
+            raise ArgumentError(f"the DataFrame has no column {name!r} (columns: {names})")
+    scorer_options = {"model": model, "endpoint": endpoint, "model_name": model_name}
+    if "timeout" in options:
+        scorer_options["timeout_s"] = float(options.pop("timeout"))
+    scorer_options.update(options)
+    # Loaded here once too: the output columns must be known before any task runs (and a bad
+    # model fails now, not in every task).
+    outputs = [name for name, _ in _scorer(scorer_options).outputs()]
+    for name in outputs + [error_col]:
+        if name in names:
+            raise ArgumentError(f"the DataFrame already has a column {name!r} (a model output or error_col)")
+    schema = StructType(
+        df.schema.fields
+        + [StructField(name, ArrayType(FloatType(), containsNull=False), True) for name in outputs]
+        + [StructField(error_col, StringType(), True)]
+    )
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        scorer = _scorer(scorer_options)
+        for batch in batches:
+            scored, errors = scorer.score(batch.column(input_col), batch.column(shape_col), batch_size)
+            columns = list(batch.columns) + [scored[name] for name in outputs] + [errors]
+            yield pa.RecordBatch.from_arrays(columns, names=schema.names)
+
+    return df.mapInArrow(run, schema)
+
+
+def write_tfrecord(df: DataFrame, path: str) -> int:
+    """Writes ``df`` as TFRecord under the directory ``path``: one ``part-NNNNN.tfrecord``
+    per non-empty partition, one ``tf.train.Example`` per row with a feature per column
+    (binary and strings as bytes_list, integers as int64_list, floats as float_list, arrays of
+    them likewise, nulls left out), framed as ``kiln export`` frames them. Each file is
+    written to a temporary name and renamed, so a failed task leaves no partial file.
+    ``path`` must be a directory every executor can write (local mode: any local path).
+    Returns the number of rows written."""
+    os.makedirs(path, exist_ok=True)
+    directory = os.path.abspath(path)
+    schema = StructType([StructField("file", StringType(), False), StructField("rows", LongType(), False)])
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import TaskContext
+
+        context = TaskContext.get()
+        partition = context.partitionId() if context is not None else 0
+        final = os.path.join(directory, f"part-{partition:05d}.tfrecord")
+        temporary = f"{final}.tmp.{uuid.uuid4().hex}"
+        rows = 0
+        try:
+            with open(temporary, "wb") as out:
+                for batch in batches:
+                    if batch.num_rows:
+                        out.write(_kiln.tfrecord_batch(batch))
+                        rows += batch.num_rows
+                out.flush()
+                os.fsync(out.fileno())
+            if rows:
+                os.replace(temporary, final)
+            else:
+                os.unlink(temporary)
+        except BaseException:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+            raise
+        if rows:
+            yield pa.RecordBatch.from_arrays([pa.array([final]), pa.array([rows], pa.int64())], names=["file", "rows"])
+
+    written = df.mapInArrow(run, schema).collect()
+    return sum(r["rows"] for r in written)
+

@@ -1,0 +1,147 @@
+"""``kiln.spark`` against real PySpark (local mode, loopback only): ``binaryFile`` through
+``kiln.spark.transform`` equals ``kiln.transform`` on each file bit for bit (images and audio),
+bad files become error rows, and ``write_tfrecord`` round-trips through the PyPI ``tfrecord``
+reader."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import kiln
+
+from conftest import EXAMPLES, IMAGENET, LOG_MEL, DECODE_U8, tone, write_png_rgb, write_wav
+
+
+@pytest.fixture(scope="module")
+def spark():
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("kiln-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.sql.shuffle.partitions", "2")
+        .getOrCreate()
+    )
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("spark_media")
+    for i in range(5):
+        write_wav(root / "audio" / f"clip{i}.wav", tone(i, 3000 + 700 * i))
+    rng = np.random.default_rng(3)
+    for i in range(4):
+        write_png_rgb(root / "images" / f"img{i}.png", rng.integers(0, 256, (40 + 9 * i, 57, 3)))
+    (root / "bad").mkdir()
+    (root / "bad" / "broken.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt nonsense")
+    return root
+
+
+def rows_by_path(df, column="tensor"):
+    out = {}
+    for row in df.collect():
+        out[Path(row["path"].replace("file:", "")).name] = row
+    return out
+
+
+def test_transform_equals_kiln_transform_bit_for_bit(spark, media):
+    import kiln.spark as ks
+
+    for folder, spec, pattern in [("audio", LOG_MEL, "*.wav"), ("images", IMAGENET, "*.png"), ("images", DECODE_U8, "*.png")]:
+        df = spark.read.format("binaryFile").option("pathGlobFilter", pattern).load(str(media / folder))
+        out = ks.transform(df, spec)
+        assert out.columns == df.columns + ["tensor", "shape", "error"]
+        rows = rows_by_path(out)
+        assert len(rows) == len(list((media / folder).glob(pattern)))
+        for name, row in rows.items():
+            expected = kiln.transform(spec, media / folder / name)
+            assert row["error"] is None
+            assert tuple(row["shape"]) == expected.shape
+            if expected.dtype == np.uint8:
+                got = np.frombuffer(row["tensor"], dtype=np.uint8).reshape(expected.shape)
+            else:
+                got = np.asarray(row["tensor"], dtype=np.float32).reshape(expected.shape)
+            assert got.dtype == expected.dtype and np.array_equal(got, expected), (folder, name)
+
+
+def test_bad_files_are_error_rows_or_fail_the_job(spark, media):
+    import kiln.spark as ks
+
+    df = spark.read.format("binaryFile").load(str(media / "bad"))
+    row = ks.transform(df, LOG_MEL).collect()[0]
+    assert row["tensor"] is None and row["shape"] is None
+    assert "WAV" in row["error"] or "wav" in row["error"], row["error"]
+    with pytest.raises(Exception, match="broken.wav"):
+        ks.transform(df, LOG_MEL, on_error="fail").collect()
+    with pytest.raises(kiln.ArgumentError, match="no column 'bytes'"):
+        ks.transform(df, LOG_MEL, content_col="bytes")
+    with pytest.raises(kiln.ArgumentError, match="already has a column 'length'"):
+        ks.transform(df, LOG_MEL, output_col="length")
+    with pytest.raises(kiln.SpecError):
+        ks.transform(df, {"ops": [{"op": "nope"}]})
+
+
+def test_write_tfrecord_round_trips(spark, media, tmp_path):
+    import kiln.spark as ks
+    from tfrecord.reader import tfrecord_loader
+
+    df = spark.read.format("binaryFile").load(str(media / "audio")).repartition(3)
+    features = ks.transform(df, LOG_MEL).select("path", "tensor", "shape", "length", "modificationTime", "error")
+    written = ks.write_tfrecord(features, str(tmp_path / "tf"))
+    assert written == 5
+    files = sorted((tmp_path / "tf").glob("part-*.tfrecord"))
+    assert 1 <= len(files) <= 3 and not list((tmp_path / "tf").glob("*.tmp.*"))
+    seen = {}
+    for f in files:
+        for example in tfrecord_loader(str(f), None, {"path": "byte", "tensor": "float", "shape": "int", "length": "int"}):
+            name = Path(bytes(example["path"]).decode().replace("file:", "")).name
+            seen[name] = example
+    assert len(seen) == 5
+    for name, example in seen.items():
+        expected = kiln.transform(LOG_MEL, media / "audio" / name)
+        assert list(example["shape"]) == list(expected.shape)
+        assert np.array_equal(np.asarray(example["tensor"], dtype=np.float32).reshape(expected.shape), expected)
+        assert int(example["length"][0]) == (media / "audio" / name).stat().st_size
+
+
+def test_score_equals_kiln_score(spark, media, tmp_path):
+    import json as _json
+
+    import kiln.spark as ks
+    import pyarrow.parquet as pq
+
+    sys.path.insert(0, str(Path(__file__).parent / "oip"))
+    import models
+
+    from conftest import FIXED_MEL, FIXED_MEL_SHAPE, run_cli, write_spec
+
+    model = models.mlp(tmp_path / "mlp.onnx", ["batch", *FIXED_MEL_SHAPE])
+    df = spark.read.format("binaryFile").load(str(media / "audio"))
+    scored = ks.score(ks.transform(df, FIXED_MEL), model=str(model), batch_size=2)
+    assert scored.columns[-2:] == ["probs", "score_error"]
+    rows = rows_by_path(scored)
+    spec = write_spec(tmp_path, "fixed.json", FIXED_MEL)
+    entry = _json.loads(run_cli("convert", media / "audio", "--spec", spec, "--cache", tmp_path / "cache", "--json").stdout)["entry"]
+    run_cli("score", entry, "--model", model, "-o", tmp_path / "out", "--batch-size", "3")
+    table = pq.read_table(sorted((tmp_path / "out").glob("part-*.parquet"))[0])
+    expected = {Path(p).name: v for p, v in zip(table.column("path").to_pylist(), table.column("probs").to_pylist())}
+    assert set(rows) == set(expected)
+    for name, row in rows.items():
+        assert row["score_error"] is None
+        assert np.max(np.abs(np.asarray(row["probs"]) - np.asarray(expected[name]))) <= 1e-6, name
+    with pytest.raises(kiln.ArgumentError, match="no column 'nope'"):
+        ks.score(df, model=str(model), input_col="nope")
+    with pytest.raises(kiln.KilnError, match="missing.onnx"):
+        ks.score(ks.transform(df, FIXED_MEL), model=str(tmp_path / "missing.onnx"))
