@@ -1,5 +1,5 @@
 """Type stubs for kiln's native module (``kiln._kiln``); use the ``kiln`` package instead."""
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import pyarrow as pa
 
@@ -110,3 +110,35 @@ class Loader:
     def batches_per_epoch(self) -> int: ...
     def close(self) -> None:
         """Stops the loader's threads and releases the entry."""
+
+def spec_output(spec_json: str) -> Tuple[str, Optional[List[int]]]:
+    """The stored dtype (``"float32"`` or ``"uint8"``) and fixed shape (or None) of a spec's output."""
+
+def transform_batch(
+    spec_json: str, contents: pa.Array, backend: str = "cpu", threads: Optional[int] = None
+) -> Tuple[pa.Array, pa.Array, pa.Array]:
+    """The spec over every value of a binary array: (tensors, shapes, errors), null where a row failed."""
+
+def tfrecord_batch(batch: pa.RecordBatch) -> bytes:
+    """Every row as a framed ``tf.train.Example``: the bytes of a TFRecord file."""
+
+class Scorer:
+    """A model loaded (or an endpoint connected) once; see :func:`kiln.spark.score`."""
+
+    def __init__(
+        self,
+        model: Optional[str] = None,
+        endpoint: Optional[str] = None,
+        model_name: Optional[str] = None,
+        model_version: Optional[str] = None,
+        engine: str = "tract",
+        ort_lib: Optional[str] = None,
+        workers: int = 1,
+        concurrency: int = 8,
+        retries: int = 5,
+        timeout_s: float = 30.0,
+        max_rps: Optional[float] = None,
+        input_name: Optional[str] = None,
+    ) -> None: ...
+    def outputs(self) -> List[Tuple[str, Optional[List[int]]]]: ...
+    def score(self, values: pa.Array, shapes: pa.Array, batch_size: int) -> Tuple[Dict[str, pa.Array], pa.Array]: ...
