@@ -43,7 +43,7 @@ def transform(
     output_col: str = "tensor",
     backend: str = "cpu",
     on_error: str = "skip",
-    threads: Optional[int] = None,
+    threads: int = 1,
 ) -> DataFrame:
     """``df``'s columns plus ``output_col`` (``array<float>``, or ``binary`` for uint8 specs),
     ``shape`` (``array<int>``) and ``error`` (null when the row is fine), computed on the
@@ -52,7 +52,10 @@ def transform(
 
     A row that cannot be decoded or transformed gets a null tensor and its ``error``; with
     ``on_error="fail"`` the job fails instead, naming the row's ``path_col``. ``threads``:
-    native threads per Python worker (default: the machine's cores)."""
+    native threads per task. The default is 1: Spark already runs one task per executor core,
+    so more would oversubscribe. Raise it when there are fewer partitions than cores."""
+    if not isinstance(threads, int) or threads < 1:
+        raise ArgumentError(f"threads: {threads!r} must be a whole number of at least 1")
     if on_error not in ("skip", "fail"):
         raise ArgumentError(f"on_error: {on_error!r} is not 'skip' or 'fail'")
     spec_json = _spec_json(spec)
