@@ -140,7 +140,8 @@ class Entry:
     failures: List[Dict[str, str]]
     label_names: List[str]
     tensor_shape: Optional[Tuple[int, ...]]
-    tensor_dtype: str
+    tensor_dtype: Optional[str]
+    materialize: str
     cache_hit: bool
 
     def __init__(self, path: PathLike, *, cache_hit: bool = True) -> None:
@@ -153,8 +154,10 @@ class Entry:
         self.failures = [{"path": f["path"], "error": f["error"]} for f in manifest["failed"]]
         self.failed = len(self.failures)
         self.label_names = list(manifest["labels"])
-        self.tensor_shape = None if tensor["shape"] is None else tuple(tensor["shape"])
-        self.tensor_dtype = tensor["dtype"]
+        # Table entries (a materialized DataFrame) have columns, not a tensor.
+        self.materialize = manifest["materialize"]
+        self.tensor_shape = None if tensor is None or tensor["shape"] is None else tuple(tensor["shape"])
+        self.tensor_dtype = None if tensor is None else tensor["dtype"]
         self.cache_hit = cache_hit
         self.manifest: Dict[str, Any] = manifest
 
@@ -303,11 +306,30 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
-def _batch_arrays(records: pa.RecordBatch, shape: Optional[Tuple[int, ...]], dtype: np.dtype) -> Batch:
+def _table_column(column: pa.Array) -> Any:
+    """A table entry's column: numbers as a numpy array, arrays of numbers of one length as a
+    2-D numpy array (ragged ones as a list of arrays), anything else as a list."""
+    kind = column.type
+    if (pa.types.is_integer(kind) or pa.types.is_floating(kind)) and column.null_count == 0:
+        return column.to_numpy(zero_copy_only=False)
+    if (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)) and column.null_count == 0:
+        item = kind.value_type
+        if pa.types.is_integer(item) or pa.types.is_floating(item):
+            lengths = column.value_lengths().to_numpy(zero_copy_only=False) if len(column) else np.zeros(0, np.int64)
+            values = column.flatten().to_numpy(zero_copy_only=False)
+            if len(lengths) and (lengths == lengths[0]).all():
+                return values.reshape(len(column), int(lengths[0]))
+            return np.split(values, np.cumsum(lengths)[:-1]) if len(lengths) else []
+    return column.to_pylist()
+
+
+def _batch_arrays(records: pa.RecordBatch, shape: Optional[Tuple[int, ...]], dtype: np.dtype, table: bool = False) -> Batch:
     """A loader batch as numpy arrays over the batch's own Arrow buffers."""
     out: Batch = {}
     names = records.schema.names
     rows = records.num_rows
+    if table:
+        return {name: _table_column(records.column(name)) for name in names}
     for name in names:
         column = records.column(name)
         if name == "tensor":
@@ -426,7 +448,7 @@ class Loader:
         while item is not None:
             records, epoch, state = item
             self._state = state
-            batch = _batch_arrays(records, self.entry.tensor_shape, self._dtype)
+            batch = _batch_arrays(records, self.entry.tensor_shape, self._dtype, table=self.entry.materialize == "table")
             batch["epoch"] = epoch
             yield batch
             item = self._native.next_batch()

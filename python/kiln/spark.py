@@ -11,18 +11,21 @@ when this module is imported; executors need the ``kiln`` wheel installed (see R
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import shutil
 import uuid
-from typing import Iterator, Optional
+from typing import Any, Dict, Iterator, Optional
 
 import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql.types import ArrayType, BinaryType, FloatType, IntegerType, LongType, StringType, StructField, StructType
 
-from . import ArgumentError, ConversionError, SpecLike, _kiln, _spec_json
+from . import ArgumentError, ConversionError, Entry, Loader, SpecLike, _kiln, _spec_json
 
-__all__ = ["transform", "score", "write_tfrecord"]
+__all__ = ["transform", "score", "write_tfrecord", "make_spark_converter", "SparkDatasetConverter"]
 
 
 def _output_fields(spec_json: str, output_col: str):
@@ -194,3 +197,161 @@ def write_tfrecord(df: DataFrame, path: str) -> int:
     written = df.mapInArrow(run, schema).collect()
     return sum(r["rows"] for r in written)
 
+
+
+CACHE_DIR_CONF = "kiln.spark.cache_dir"
+DEFAULT_ROW_GROUP_BYTES = 32 * 1024 * 1024
+
+
+def _local_dir(url: str) -> str:
+    if url.startswith("file://"):
+        return url[len("file://"):]
+    if "://" in url:
+        raise ArgumentError(f"cache_dir_url: {url!r}: only local or shared file systems (file://) are supported")
+    return url
+
+
+def _fingerprint(df: DataFrame, options: Dict[str, Any]) -> str:
+    """What identifies the DataFrame across processes. Spark's ``semanticHash()`` is stable for
+    the same DataFrame rebuilt in one session, but not across sessions; the canonicalized
+    analyzed plan (expression ids normalized) is, together with the schema, the options and the
+    files the DataFrame reads with their sizes and modification times (new or changed input is
+    a new cache). In-memory data (``createDataFrame``) adds the session's semantic hash: it is
+    reused within a session only."""
+    h = hashlib.sha256()
+    plan = df._jdf.queryExecution().analyzed()
+    canonical = plan.canonicalized().toString()
+    h.update(canonical.encode())
+    if "LocalRelation" in canonical:
+        h.update(str(df.semanticHash()).encode())
+    h.update(df.schema.json().encode())
+    h.update(json.dumps(options, sort_keys=True).encode())
+    for path in sorted(df.inputFiles()):
+        local = path[len("file:"):] if path.startswith("file:") else path
+        try:
+            st = os.stat(local)
+            h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{path}\n".encode())
+    return h.hexdigest()[:24]
+
+
+class SparkDatasetConverter:
+    """A DataFrame materialized once as Parquet (a kiln table entry) and read back with
+    kiln's loader; see :func:`make_spark_converter`."""
+
+    def __init__(self, directory: str, rows: int):
+        self.cache_dir_url = "file://" + directory
+        self._directory = directory
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return self._rows
+
+    @contextlib.contextmanager
+    def make_torch_dataloader(
+        self,
+        batch_size: int = 32,
+        num_epochs: Optional[int] = None,
+        cur_shard: Optional[int] = None,
+        shard_count: Optional[int] = None,
+        seed: Optional[int] = None,
+        transform_spec: Optional[SpecLike] = None,
+        content_col: str = "content",
+    ):
+        """Batches (dicts of torch tensors; strings stay lists) over kiln.Loader: sharded
+        (``cur_shard`` of ``shard_count``, default this torch.distributed rank), shuffled with
+        ``seed``, ``num_epochs`` (None: forever, as Petastorm). ``transform_spec``: a kiln spec
+        run on ``content_col`` (binary) at read time; its tensors replace that column as
+        ``tensor``."""
+        from .torch import _rank_and_world, to_torch
+
+        cur_shard, shard_count = _rank_and_world(cur_shard, shard_count)
+        spec_json = None if transform_spec is None else _spec_json(transform_spec)
+        loader = Loader(Entry(self._directory), batch_size=batch_size, cur_shard=cur_shard, shard_count=shard_count,
+                        seed=seed, num_epochs=num_epochs)
+
+        def batches() -> Iterator[Dict[str, Any]]:
+            for batch in loader:
+                if spec_json is not None:
+                    content = batch.pop(content_col, None)
+                    if content is None:
+                        raise ArgumentError(f"transform_spec: the table has no column {content_col!r}")
+                    tensors, shapes, errors = _kiln.transform_batch(spec_json, pa.array(content, pa.binary()))
+                    if errors.null_count < len(errors):
+                        first = next(e for e in errors.to_pylist() if e is not None)
+                        raise ConversionError(f"transform_spec: {first}")
+                    import numpy as np
+
+                    shape = tuple(shapes[0].as_py())
+                    dtype = np.uint8 if pa.types.is_binary(tensors.type) else np.float32
+                    values = (np.frombuffer(b"".join(tensors.to_pylist()), dtype=np.uint8) if dtype == np.uint8
+                              else tensors.flatten().to_numpy())
+                    batch["tensor"] = values.reshape(len(tensors), *shape)
+                yield to_torch(batch)
+
+        try:
+            yield batches()
+        finally:
+            loader.close()
+
+    def delete(self) -> None:
+        """Removes the materialized Parquet."""
+        shutil.rmtree(self._directory, ignore_errors=True)
+
+
+def make_spark_converter(
+    df: DataFrame,
+    cache_dir_url: Optional[str] = None,
+    parquet_row_group_size_bytes: int = DEFAULT_ROW_GROUP_BYTES,
+    compression: Optional[str] = None,
+    spec: Optional[SpecLike] = None,
+    content_col: str = "content",
+) -> SparkDatasetConverter:
+    """Petastorm's ``make_spark_converter`` on kiln: materializes ``df`` once as Parquet under
+    ``cache_dir_url`` (default: the Spark conf ``kiln.spark.cache_dir``), in a directory keyed
+    by the DataFrame's semantic hash, schema and input files, so the same DataFrame (rebuilt,
+    or in another session) reuses it. Spark ML vectors become 1-D float arrays. With ``spec``,
+    ``content_col`` is transformed by kiln first (:func:`transform`) and stored as tensors.
+    ``compression``: a Parquet codec (default: uncompressed, as Petastorm)."""
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.getActiveSession() or df.sparkSession
+    if cache_dir_url is None:
+        cache_dir_url = spark.conf.get(CACHE_DIR_CONF, None)
+        if not cache_dir_url:
+            raise ArgumentError(f"cache_dir_url: give it, or set the Spark conf {CACHE_DIR_CONF!r}")
+    if parquet_row_group_size_bytes < 1:
+        raise ArgumentError("parquet_row_group_size_bytes must be at least 1")
+    root = os.path.abspath(_local_dir(cache_dir_url))
+    os.makedirs(root, exist_ok=True)
+    key = _fingerprint(df, {
+        "spec": None if spec is None else json.loads(_spec_json(spec)),
+        "content_col": content_col,
+        "compression": compression,
+        "row_group_bytes": parquet_row_group_size_bytes,
+    })
+    if spec is not None:
+        df = transform(df, spec, content_col=content_col, on_error="fail").drop(content_col, "error")
+    # pyspark.ml's and pyspark.mllib's vector types, without importing either.
+    vectors = [f.name for f in df.schema.fields if type(f.dataType).__name__ == "VectorUDT"]
+    if vectors:
+        from pyspark.ml.functions import vector_to_array
+
+        for name in vectors:
+            df = df.withColumn(name, vector_to_array(df[name], dtype="float32"))
+    directory = os.path.join(root, key)
+    if not os.path.exists(os.path.join(directory, "manifest.json")):
+        temporary = os.path.join(root, f".tmp-{key}-{uuid.uuid4().hex}")
+        (df.write.mode("overwrite")
+         .option("compression", compression or "uncompressed")
+         .option("parquet.block.size", str(parquet_row_group_size_bytes))
+         .parquet(temporary))
+        _kiln.index_table(temporary, key, f"spark DataFrame {key}")
+        try:
+            os.rename(temporary, directory)
+        except OSError:
+            # Another process materialized the same DataFrame first: use theirs.
+            shutil.rmtree(temporary, ignore_errors=True)
+    manifest = json.loads(open(os.path.join(directory, "manifest.json")).read())
+    return SparkDatasetConverter(directory, int(manifest["rows"]))

@@ -241,6 +241,16 @@ fn convert(
     serde_json::to_string(&report).map_err(|e| KilnError::new_err(e.to_string()))
 }
 
+/// Makes the Parquet files in `dir` a table entry (`kiln.spark.make_spark_converter`):
+/// writes its manifest and returns it as JSON.
+#[pyfunction]
+fn index_table(py: Python<'_>, dir: PathBuf, key: String, source: String) -> PyResult<String> {
+    let manifest = py
+        .detach(|| kiln::cache::index_table(&dir, &key, &source))
+        .map_err(py_error)?;
+    serde_json::to_string(&manifest).map_err(|e| KilnError::new_err(e.to_string()))
+}
+
 /// `kiln score`: returns the report as JSON (the CLI's `--json`, plus `failures`). Failed rows
 /// are in the report, not an exception: the caller decides what they mean.
 #[pyfunction]
@@ -331,10 +341,14 @@ fn score(
 fn entry_info(py: Python<'_>, path: PathBuf) -> PyResult<String> {
     py.detach(|| {
         let entry = kiln::shards::EntryReader::open(&path)?;
-        let tensor = kiln::loader::delivered_tensor(&entry)?;
+        // A table entry (a materialized DataFrame) has columns, not a tensor.
+        let tensor = match entry.manifest.materialize {
+            kiln::cache::Materialize::Table => None,
+            _ => Some(kiln::loader::delivered_tensor(&entry)?),
+        };
         Ok::<_, kiln::Error>(serde_json::json!({
             "manifest": entry.manifest,
-            "tensor": {"dtype": tensor.dtype, "shape": tensor.shape},
+            "tensor": tensor.map(|t| serde_json::json!({"dtype": t.dtype, "shape": t.shape})),
         }))
     })
     .map_err(py_error)
@@ -463,6 +477,7 @@ fn _kiln(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(transform, m)?)?;
     m.add_function(wrap_pyfunction!(convert, m)?)?;
     m.add_function(wrap_pyfunction!(score, m)?)?;
+    m.add_function(wrap_pyfunction!(index_table, m)?)?;
     m.add_function(wrap_pyfunction!(batch::spec_output, m)?)?;
     m.add_function(wrap_pyfunction!(batch::transform_batch, m)?)?;
     m.add_function(wrap_pyfunction!(batch::tfrecord_batch, m)?)?;

@@ -13,7 +13,9 @@ import pytest
 
 import kiln
 
-from conftest import EXAMPLES, IMAGENET, LOG_MEL, DECODE_U8, tone, write_png_rgb, write_wav
+from conftest import EXAMPLES, FIXED_MEL, IMAGENET, LOG_MEL, DECODE_U8, tone, write_png_rgb, write_wav
+
+FIXED_MEL_PATH = FIXED_MEL
 
 
 @pytest.fixture(scope="module")
@@ -145,3 +147,58 @@ def test_score_equals_kiln_score(spark, media, tmp_path):
         ks.score(df, model=str(model), input_col="nope")
     with pytest.raises(kiln.KilnError, match="missing.onnx"):
         ks.score(ks.transform(df, FIXED_MEL), model=str(tmp_path / "missing.onnx"))
+
+
+def test_converter_reuses_across_sessions_and_shards_cover_the_rows(spark, media, tmp_path):
+    import kiln.spark as ks
+    from pyspark.ml.linalg import Vectors
+    from pyspark.sql import SparkSession
+
+    rows = [(i, float(i) / 2, Vectors.dense([i, i + 0.5, -i]), f"name{i}") for i in range(23)]
+    df = spark.createDataFrame(rows, ["id", "score", "features", "name"])
+    converter = ks.make_spark_converter(df, cache_dir_url=f"file://{tmp_path / 'cache'}", parquet_row_group_size_bytes=256)
+    assert len(converter) == 23
+    directory = converter.cache_dir_url[len("file://"):]
+    manifest = Path(directory) / "manifest.json"
+    stamp = manifest.stat().st_mtime_ns
+    # Two shards: disjoint, together every row (23 rows: 11 each, as kiln.Loader shards).
+    seen = []
+    for shard in range(2):
+        with converter.make_torch_dataloader(batch_size=4, num_epochs=1, cur_shard=shard, shard_count=2, seed=5) as batches:
+            part = []
+            for batch in batches:
+                assert batch["features"].shape[1:] == (3,)          # ML vectors: 1-D float arrays
+                assert (batch["features"][:, 0] == batch["id"].float()).all()
+                part.extend(int(i) for i in batch["id"])
+        assert len(part) == 11
+        seen.append(set(part))
+    assert not (seen[0] & seen[1]) and len(seen[0] | seen[1]) == 22
+    again = ks.make_spark_converter(spark.createDataFrame(rows, ["id", "score", "features", "name"]),
+                                    cache_dir_url=f"file://{tmp_path / 'cache'}", parquet_row_group_size_bytes=256)
+    assert again.cache_dir_url == converter.cache_dir_url and manifest.stat().st_mtime_ns == stamp
+    # A new session, the same file-based DataFrame rebuilt: the same Parquet, not written again.
+    df.drop("features").write.json(str(tmp_path / "table"))
+    first = ks.make_spark_converter(spark.read.json(str(tmp_path / "table")).where("id > 3"),
+                                    cache_dir_url=str(tmp_path / "cache"))
+    first_manifest = Path(first.cache_dir_url[len("file://"):]) / "manifest.json"
+    first_stamp = first_manifest.stat().st_mtime_ns
+    assert len(first) == 19
+    spark.stop()
+    session = (SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false")
+               .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
+               .config("kiln.spark.cache_dir", str(tmp_path / "cache")).getOrCreate())
+    second = ks.make_spark_converter(session.read.json(str(tmp_path / "table")).where("id > 3"))
+    assert second.cache_dir_url == first.cache_dir_url and first_manifest.stat().st_mtime_ns == first_stamp
+    other = ks.make_spark_converter(session.read.json(str(tmp_path / "table")).where("id > 4"))
+    assert other.cache_dir_url != first.cache_dir_url and len(other) == 18
+    # With a spec at read time: content bytes become tensors equal to kiln.transform.
+    files = session.read.format("binaryFile").load(str(media / "audio")).select("path", "content")
+    audio = ks.make_spark_converter(files)
+    with audio.make_torch_dataloader(batch_size=5, num_epochs=1, transform_spec=FIXED_MEL_PATH) as batches:
+        batch = next(iter(batches))
+    for path, tensor in zip(batch["path"], batch["tensor"]):
+        expected = kiln.transform(FIXED_MEL_PATH, Path(path.replace("file:", "")))
+        assert np.array_equal(tensor.numpy(), expected)
+    converter.delete()
+    assert not Path(directory).exists()
+    session.stop()

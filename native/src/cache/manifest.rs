@@ -24,6 +24,9 @@ pub enum Materialize {
     Tensor,
     /// The file's bytes; the spec runs when the data is read (Petastorm's advice).
     Raw,
+    /// Any table's columns as written (a Spark DataFrame materialized by
+    /// `kiln.spark.make_spark_converter`); no tensor layout is imposed.
+    Table,
 }
 
 impl Materialize {
@@ -31,6 +34,7 @@ impl Materialize {
         match self {
             Materialize::Tensor => "tensor",
             Materialize::Raw => "raw",
+            Materialize::Table => "table",
         }
     }
 }
@@ -147,6 +151,7 @@ impl Manifest {
         match (&self.materialize, &self.tensor) {
             (Materialize::Tensor, None) => return bad("a tensor entry without `tensor` info".into()),
             (Materialize::Raw, Some(_)) => return bad("a raw entry with `tensor` info".into()),
+            (Materialize::Table, Some(_)) => return bad("a table entry with `tensor` info".into()),
             _ => {}
         }
         let mut names = HashSet::new();

@@ -13,6 +13,7 @@ mod gc;
 mod key;
 mod lock;
 mod manifest;
+mod table;
 
 pub use gc::{gc, list_entries, remove_entry, EntrySummary, GcOptions};
 pub use key::{cache_key, hex, sha256_file};
@@ -21,6 +22,7 @@ pub use manifest::{
     read_manifest, DType, Failure, Manifest, Materialize, ShardInfo, TensorInfo, FORMAT_VERSION, JOURNAL,
     MANIFEST,
 };
+pub use table::index_table;
 
 /// The cache directory when none is given: `$KILN_CACHE`, else `~/.cache/kiln/datasets`. The
 /// CLI and the Python package share it, so each finds the other's entries.

@@ -193,6 +193,7 @@ async fn convert_async(opts: &ConvertOptions) -> Result<ConvertReport> {
     let layout = match opts.materialize {
         Materialize::Raw => Layout::Raw,
         Materialize::Tensor => Layout::Tensor(TensorInfo::of_spec(&opts.spec.spec)?),
+        Materialize::Table => Layout::Table,
     };
     let job = Arc::new(plan::plan(opts, layout).await?);
     let entry = opts.cache.join(&job.key);
@@ -298,7 +299,7 @@ async fn convert_async(opts: &ConvertOptions) -> Result<ConvertReport> {
             .collect(),
         tensor: match &job.layout {
             Layout::Tensor(info) => Some(info.clone()),
-            Layout::Raw => None,
+            Layout::Raw | Layout::Table => None,
         },
         rows,
         labels: job.names.clone(),

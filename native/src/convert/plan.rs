@@ -43,6 +43,13 @@ pub(super) fn check_options(opts: &ConvertOptions) -> Result<()> {
             format!("{} is not in 1..={MAX_GPU_BATCH}", opts.gpu_batch),
         ));
     }
+    if opts.materialize == crate::cache::Materialize::Table {
+        return Err(Error::invalid(
+            "--materialize",
+            "table entries hold a materialized DataFrame (kiln.spark.make_spark_converter); \
+             convert writes tensor or raw entries",
+        ));
+    }
     if opts.shard_bytes == 0 {
         return Err(Error::invalid("--shard-size", "must be at least 1 byte"));
     }

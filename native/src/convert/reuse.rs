@@ -158,6 +158,10 @@ impl Reuse {
                 let tensors = TensorColumn::from_batch(batch, info.shape.as_deref())?;
                 Ok(Payload::Tensor(tensors.tensor(row)))
             }
+            Layout::Table => Err(Error::entry(
+                &self.reader.dir,
+                "is a table entry: nothing to reuse",
+            )),
         }
     }
 }
@@ -166,5 +170,6 @@ fn expected_layout(opts: &ConvertOptions) -> Result<Layout> {
     Ok(match opts.materialize {
         Materialize::Raw => Layout::Raw,
         Materialize::Tensor => Layout::Tensor(crate::cache::TensorInfo::of_spec(&opts.spec.spec)?),
+        Materialize::Table => Layout::Table,
     })
 }

@@ -125,8 +125,9 @@ fn transform_item(
                 let (tensor, warnings) = pipeline.run_with_warnings(backend as &dyn Backend, &bytes)?;
                 (Payload::Tensor(tensor), warnings)
             }
-            // Raw rows are still decoded once, so corrupt files are caught now.
-            Materialize::Raw => {
+            // Raw rows are still decoded once, so corrupt files are caught now. (Table entries
+            // are never converted: check_options refuses them.)
+            Materialize::Raw | Materialize::Table => {
                 let warnings = pipeline.decode_with_warnings(&bytes)?.warnings;
                 (Payload::Raw(bytes.clone()), warnings)
             }
@@ -390,7 +391,7 @@ pub(super) async fn write_items(
     let pipeline = Arc::new(Pipeline::new(opts.spec.spec.clone()));
     let fixed_shape = match &job.layout {
         Layout::Tensor(info) => info.shape.clone(),
-        Layout::Raw => None,
+        Layout::Raw | Layout::Table => None,
     };
     let slots: CpuSlots = Arc::new(Semaphore::new(opts.workers));
     // Rows of unchanged files from an earlier entry; the rest are read and transformed.

@@ -79,6 +79,10 @@ pub struct LoaderBuilder {
 pub fn delivered_tensor(entry: &EntryReader) -> Result<TensorInfo> {
     match (entry.manifest.materialize, entry.tensor_info()) {
         (Materialize::Tensor, Some(info)) => Ok(info.clone()),
+        (Materialize::Table, _) => Err(Error::entry(
+            &entry.dir,
+            "is a table entry (a materialized DataFrame): it has no tensor column",
+        )),
         _ => TensorInfo::of_spec(&raw_spec(entry)?),
     }
 }
@@ -215,7 +219,7 @@ impl LoaderBuilder {
                 let layout = Layout::Tensor(TensorInfo::of_spec(&spec)?);
                 Some((Arc::new(Pipeline::new(spec)), layout))
             }
-            Materialize::Tensor => None,
+            Materialize::Tensor | Materialize::Table => None,
         };
         if c.device_output {
             if c.backend.gpu().is_none() {

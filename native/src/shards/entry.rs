@@ -39,6 +39,7 @@ impl EntryReader {
         let lock = ReaderLock::acquire(&dir).ok();
         let layout = match (&manifest.materialize, &manifest.tensor) {
             (Materialize::Raw, _) => Layout::Raw,
+            (Materialize::Table, _) => Layout::Table,
             (Materialize::Tensor, Some(info)) => Layout::Tensor(info.clone()),
             (Materialize::Tensor, None) => {
                 return Err(Error::entry(&dir, "tensor entry without tensor info"))

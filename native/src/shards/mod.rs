@@ -51,6 +51,8 @@ pub enum Layout {
     Raw,
     /// `tensor` (+ `shape` when shapes vary).
     Tensor(TensorInfo),
+    /// Whatever columns the table has (checked equal across the entry's shards).
+    Table,
 }
 
 fn element_type(dtype: DType) -> DataType {
@@ -69,6 +71,8 @@ pub fn schema(layout: &Layout) -> SchemaRef {
     ];
     let mut metadata = std::collections::HashMap::new();
     match layout {
+        // Only the identity columns are known; the reader takes the first shard's schema.
+        Layout::Table => {}
         Layout::Raw => fields.push(Field::new("content", DataType::Binary, false)),
         Layout::Tensor(info) => {
             let item = Arc::new(Field::new("item", element_type(info.dtype), false));

@@ -39,6 +39,7 @@ pub fn to_batch(schema: &SchemaRef, layout: &Layout, rows: &[Row]) -> Result<Rec
         Arc::new(Int32Array::from_iter(rows.iter().map(|r| r.label_index))),
     ];
     match layout {
+        Layout::Table => return Err(mismatch("a table layout (written by Spark, not kiln)")),
         Layout::Raw => {
             let values = rows
                 .iter()
