@@ -376,6 +376,10 @@ def test_flight_streams_what_kiln_stream_gives(daemon, clips, tmp_path):
         assert info.total_records == expected["rows"]
         assert sum(b.num_rows for b in batches) == expected["rows"]
         assert flight_checksum(batches) == expected["checksum"], command
+    # Epoch 1 of a seeded stream: what `kiln stream --epochs 2` gives after its first epoch.
+    _, batches = flight_batches(daemon, {"path": entry, "batch_size": 5, "seed": 9, "epoch": 1})
+    two = cli_stream(entry, "--batch-size", "5", "--seed", "9", "--epochs", "2", "--ids")
+    assert [int(i) for b in batches for i in b.column("row_id").to_pylist()] == two["ids"][24:]
     # From a saved state: the rest of the epoch, as `kiln stream --resume`.
     state_file = tmp_path / "state.json"
     run_cli("stream", entry, "--batch-size", "4", "--seed", "3", "--max-batches", "2", "--state-out", state_file)

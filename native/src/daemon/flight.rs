@@ -158,16 +158,17 @@ impl FlightServer {
     }
 
     fn loader(request: &StreamRequest, entry: &PathBuf) -> Result<Loader, Status> {
-        let mut builder = Loader::builder(entry)
-            .batch_size(request.batch_size)
-            .shard(request.cur_shard, request.shard_count)
-            .epochs(Some(1))
-            .prefetch(PREFETCH);
         let state = request.state.unwrap_or(LoaderState {
             seed: request.seed,
             epoch: request.epoch,
             position: 0,
         });
+        // The rest of the state's epoch (the loader counts epochs from 0).
+        let mut builder = Loader::builder(entry)
+            .batch_size(request.batch_size)
+            .shard(request.cur_shard, request.shard_count)
+            .epochs(Some(state.epoch.saturating_add(1)))
+            .prefetch(PREFETCH);
         if let Some(seed) = state.seed {
             builder = builder.shuffle(seed);
         }
