@@ -8,6 +8,8 @@
 mod batch;
 mod scorer;
 
+use scorer::ModelArgs;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -281,47 +283,20 @@ fn score(
     shard_rows: usize,
     progress: bool,
 ) -> PyResult<String> {
-    use kiln::score::{Backoff, EndpointOptions, Engine, ModelSource, ScoreOptions};
-    if !(timeout_s.is_finite() && timeout_s > 0.0 && timeout_s < 1e9) {
-        return Err(argument(
-            "timeout",
-            format!("{timeout_s} is not a positive number of seconds"),
-        ));
-    }
-    let source = match (model, endpoint) {
-        (Some(path), None) => ModelSource::Onnx {
-            path,
-            engine: match engine {
-                "tract" => Engine::Tract,
-                "onnxruntime" => Engine::OnnxRuntime { library: ort_lib },
-                other => {
-                    return Err(argument(
-                        "engine",
-                        format!("{other:?} is not 'tract' or 'onnxruntime'"),
-                    ))
-                }
-            },
-        },
-        (None, Some(url)) => ModelSource::Endpoint(EndpointOptions {
-            url,
-            model_name: model_name
-                .ok_or_else(|| argument("model_name", "an endpoint needs the model's name"))?,
-            model_version,
-            input_name: input_name.clone(),
-            concurrency,
-            retries,
-            timeout: std::time::Duration::from_secs_f64(timeout_s),
-            max_rps,
-            backoff: Backoff::default(),
-        }),
-        _ => {
-            return Err(argument(
-                "model",
-                "give model= (an ONNX file) or endpoint= (with model_name=)",
-            ))
-        }
-    };
-    let mut options = ScoreOptions::new(input, source, output);
+    let source = scorer::model_source(ModelArgs {
+        model,
+        endpoint,
+        model_name,
+        model_version,
+        engine,
+        ort_lib,
+        concurrency,
+        retries,
+        timeout_s,
+        max_rps,
+        input_name: input_name.clone(),
+    })?;
+    let mut options = kiln::score::ScoreOptions::new(input, source, output);
     options.spec = spec_json.map(spec_from_json).transpose()?;
     options.cache = cache_dir.unwrap_or_else(kiln::cache::default_dir);
     options.input_name = input_name;

@@ -36,6 +36,66 @@ impl std::fmt::Debug for Scorer {
     }
 }
 
+/// What Python passes to name a model or an endpoint (`kiln.score`, `kiln.spark.score`).
+pub struct ModelArgs<'a> {
+    pub model: Option<std::path::PathBuf>,
+    pub endpoint: Option<String>,
+    pub model_name: Option<String>,
+    pub model_version: Option<String>,
+    pub engine: &'a str,
+    pub ort_lib: Option<std::path::PathBuf>,
+    pub concurrency: usize,
+    pub retries: u32,
+    pub timeout_s: f64,
+    pub max_rps: Option<f64>,
+    pub input_name: Option<String>,
+}
+
+/// The model source those arguments name, or why they do not name one.
+pub fn model_source(args: ModelArgs<'_>) -> PyResult<ModelSource> {
+    let timeout_s = args.timeout_s;
+    if !(timeout_s.is_finite() && timeout_s > 0.0 && timeout_s < 1e9) {
+        return Err(argument(
+            "timeout",
+            format!("{timeout_s} is not a positive number of seconds"),
+        ));
+    }
+    match (args.model, args.endpoint) {
+        (Some(path), None) => Ok(ModelSource::Onnx {
+            path,
+            engine: match args.engine {
+                "tract" => Engine::Tract,
+                "onnxruntime" => Engine::OnnxRuntime {
+                    library: args.ort_lib,
+                },
+                other => {
+                    return Err(argument(
+                        "engine",
+                        format!("{other:?} is not 'tract' or 'onnxruntime'"),
+                    ))
+                }
+            },
+        }),
+        (None, Some(url)) => Ok(ModelSource::Endpoint(EndpointOptions {
+            url,
+            model_name: args
+                .model_name
+                .ok_or_else(|| argument("model_name", "an endpoint needs the model's name"))?,
+            model_version: args.model_version,
+            input_name: args.input_name,
+            concurrency: args.concurrency,
+            retries: args.retries,
+            timeout: std::time::Duration::from_secs_f64(timeout_s),
+            max_rps: args.max_rps,
+            backoff: Backoff::default(),
+        })),
+        _ => Err(argument(
+            "model",
+            "give model= (an ONNX file) or endpoint= (with model_name=)",
+        )),
+    }
+}
+
 /// The rows as the `tensor` (+ `shape`) columns kiln's readers take: `list<float32>` or
 /// binary (uint8) values, and each row's shape.
 fn kiln_columns(values: ArrayRef, shapes: &ListArray) -> PyResult<(RecordBatch, DType)> {
@@ -121,45 +181,19 @@ impl Scorer {
         max_rps: Option<f64>,
         input_name: Option<String>,
     ) -> PyResult<Scorer> {
-        if !(timeout_s.is_finite() && timeout_s > 0.0 && timeout_s < 1e9) {
-            return Err(argument(
-                "timeout",
-                format!("{timeout_s} is not a positive number of seconds"),
-            ));
-        }
-        let source = match (model, endpoint) {
-            (Some(path), None) => ModelSource::Onnx {
-                path,
-                engine: match engine {
-                    "tract" => Engine::Tract,
-                    "onnxruntime" => Engine::OnnxRuntime { library: ort_lib },
-                    other => {
-                        return Err(argument(
-                            "engine",
-                            format!("{other:?} is not 'tract' or 'onnxruntime'"),
-                        ))
-                    }
-                },
-            },
-            (None, Some(url)) => ModelSource::Endpoint(EndpointOptions {
-                url,
-                model_name: model_name
-                    .ok_or_else(|| argument("model_name", "an endpoint needs the model's name"))?,
-                model_version,
-                input_name: input_name.clone(),
-                concurrency,
-                retries,
-                timeout: std::time::Duration::from_secs_f64(timeout_s),
-                max_rps,
-                backoff: Backoff::default(),
-            }),
-            _ => {
-                return Err(argument(
-                    "model",
-                    "give model= (an ONNX file) or endpoint= (with model_name=)",
-                ))
-            }
-        };
+        let source = model_source(ModelArgs {
+            model,
+            endpoint,
+            model_name,
+            model_version,
+            engine,
+            ort_lib,
+            concurrency,
+            retries,
+            timeout_s,
+            max_rps,
+            input_name: input_name.clone(),
+        })?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
