@@ -18,7 +18,6 @@ use serde_json::{Map, Value};
 use super::jobs::{JobState, Jobs};
 use super::request::JobRequest;
 use crate::error::{Error, Result};
-use crate::fsio::write_atomic;
 
 /// Polls faster than this would only list the source over and over.
 const MIN_POLL: Duration = Duration::from_secs(1);
@@ -125,20 +124,9 @@ impl DatasetRequest {
 
 impl Datasets {
     pub fn open(state: &Path, jobs: Arc<Jobs>) -> Result<Arc<Datasets>> {
-        let dir = state.join("datasets");
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+        let (dir, datasets) = super::records::load::<Dataset>(state, "datasets")?;
         let mut watched = BTreeMap::new();
-        for file in std::fs::read_dir(&dir).map_err(|e| Error::io("listing", &dir, e))? {
-            let path = file.map_err(|e| Error::io("listing", &dir, e))?.path();
-            if path.extension().is_none_or(|e| e != "json") {
-                let _ = std::fs::remove_file(&path);
-                continue;
-            }
-            let text = std::fs::read(&path).map_err(|e| Error::io("reading", &path, e))?;
-            let dataset: Dataset = serde_json::from_slice(&text).map_err(|source| Error::Json {
-                path: path.clone(),
-                source,
-            })?;
+        for dataset in datasets {
             let poll = dataset.request.poll().unwrap_or(Duration::from_secs(30));
             watched.insert(
                 dataset.name.clone(),
@@ -162,8 +150,7 @@ impl Datasets {
     }
 
     fn save(&self, dataset: &Dataset) -> Result<()> {
-        let text = serde_json::to_vec_pretty(dataset).expect("datasets serialise");
-        write_atomic(&self.dir.join(format!("{}.json", dataset.name)), &text)
+        super::records::save(&self.dir, &dataset.name, dataset)
     }
 
     /// Creates or replaces a watched dataset (its versions are kept when only the poll

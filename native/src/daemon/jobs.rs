@@ -18,7 +18,6 @@ use super::request::JobRequest;
 use crate::cache::Failure;
 use crate::convert::ConvertMonitor;
 use crate::error::{Error, Result};
-use crate::fsio::write_atomic;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -122,22 +121,10 @@ pub struct Jobs {
 impl Jobs {
     /// Loads every job under `state/jobs`, queueing again the ones that had not finished.
     pub fn open(state: &Path, cache: PathBuf) -> Result<Arc<Jobs>> {
-        let dir = state.join("jobs");
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+        let (dir, records) = super::records::load::<JobRecord>(state, "jobs")?;
         let mut inner = Inner::default();
         let mut unfinished = Vec::new();
-        for file in std::fs::read_dir(&dir).map_err(|e| Error::io("listing", &dir, e))? {
-            let path = file.map_err(|e| Error::io("listing", &dir, e))?.path();
-            if path.extension().is_none_or(|e| e != "json") {
-                // Temporaries of a write the daemon did not finish.
-                let _ = std::fs::remove_file(&path);
-                continue;
-            }
-            let text = std::fs::read(&path).map_err(|e| Error::io("reading", &path, e))?;
-            let mut record: JobRecord = serde_json::from_slice(&text).map_err(|source| Error::Json {
-                path: path.clone(),
-                source,
-            })?;
+        for mut record in records {
             if !record.state.finished() {
                 record.state = JobState::Queued;
                 unfinished.push((record.created.clone(), record.id.clone()));
@@ -164,8 +151,7 @@ impl Jobs {
     }
 
     fn save(&self, record: &JobRecord) -> Result<()> {
-        let text = serde_json::to_vec_pretty(record).expect("records serialise");
-        write_atomic(&self.dir.join(format!("{}.json", record.id)), &text)
+        super::records::save(&self.dir, &record.id, record)
     }
 
     pub fn cache(&self) -> &Path {

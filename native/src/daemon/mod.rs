@@ -9,6 +9,7 @@ mod datasets;
 mod flight;
 mod jobs;
 mod metrics;
+mod records;
 mod request;
 
 use std::path::PathBuf;
