@@ -96,6 +96,12 @@ pub enum Error {
     /// A scoring output directory holds something kiln will not overwrite or cannot read.
     #[error("scoring output {}: {problem}", dir.display())]
     ScoreOutput { dir: PathBuf, problem: String },
+    /// An event file (`kiln windows`) is unreadable, lacks a column or holds bad values.
+    #[error("events {file}: {problem}")]
+    Events { file: String, problem: String },
+    /// A windows output directory holds something kiln will not overwrite or cannot read.
+    #[error("windows output {}: {problem}", dir.display())]
+    WindowsOutput { dir: PathBuf, problem: String },
     /// `kiln serve` or the daemon's server failed.
     #[error(transparent)]
     Serve(#[from] crate::serve::ServeError),

@@ -9,6 +9,7 @@
 //!   beside the verifying reader.
 //! - [`loader`]: an entry back as shuffled, sharded, resumable batches ([`loader::Loader`]).
 //! - [`score`]: a model (in-process ONNX or an inference server) over an entry's rows.
+//! - [`windows`]: event histories into sliding-window features and labels per entity.
 //! - [`export`] (TFRecord) and [`serve`] (the labeling page).
 //!
 //! Errors are one typed [`Error`].
@@ -20,12 +21,14 @@ mod error;
 pub mod export;
 pub mod fsio;
 pub mod items;
+pub mod journal;
 pub mod loader;
 pub mod score;
 pub mod serve;
 pub mod shards;
 pub mod transform;
 pub mod units;
+pub mod windows;
 
 pub use error::{Error, Result};
 pub use kiln_gpu::{AnyBackend, BackendChoice};

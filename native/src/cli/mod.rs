@@ -3,6 +3,7 @@
 mod args;
 mod score;
 mod stream;
+mod windows;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -59,6 +60,9 @@ enum Command {
     /// Score a cache entry (or a source, converted first) with an ONNX model or an inference
     /// server; writes Parquet shards and a manifest to OUT_DIR, resumable and idempotent.
     Score(Box<score::ScoreArgs>),
+    /// Sliding-window features and labels per entity over event histories (Parquet/CSV);
+    /// writes Parquet or TFRecord shards and a manifest to OUT_DIR, resumable.
+    Windows(Box<windows::WindowsArgs>),
     /// Serve the labeling page; with --dir, also a dataset's files and a labels endpoint.
     Serve {
         /// Dataset directory (WAV/FLAC/MP3/Ogg, PNG/JPEG/WebP); labels are saved to DIR/labels.csv.
@@ -368,6 +372,7 @@ fn run(cli: Cli) -> Result<()> {
         })?),
         Command::Stream(args) => stream::run(args),
         Command::Score(args) => score::run(*args),
+        Command::Windows(args) => windows::run(*args),
         Command::Export {
             entry,
             format,

@@ -36,7 +36,8 @@ use crate::transform::SpecFile;
 use engine::{BatchResult, LocalScorer, Scorer};
 use input::{ReaderConfig, ShardWork, WorkItem};
 use model::{InputType, OutputSpec};
-use output::{ColumnValues, Journal, Plan, RowFailure, ScoreManifest, ShardRecord};
+use crate::journal::Journal;
+use output::{ColumnValues, Plan, RowFailure, ScoreManifest, ShardRecord};
 
 pub use endpoint::EndpointOptions;
 pub use retry::Backoff;
@@ -305,7 +306,7 @@ pub fn score(opts: &ScoreOptions) -> Result<ScoreReport> {
         return Ok(report(out, &entry_dir, &manifest, 0, started));
     }
 
-    let mut journal = Journal::start(out, &plan, &records)?;
+    let mut journal = Journal::start(&out.join(output::JOURNAL), &plan, records.values())?;
     if manifest_path.exists() {
         // Rows are about to change: until the new manifest, the journal describes the output.
         std::fs::remove_file(&manifest_path).map_err(|e| Error::io("removing", &manifest_path, e))?;

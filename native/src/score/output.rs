@@ -4,8 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -22,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::model::OutputSpec;
 use crate::cache::sha256_file;
 use crate::error::{Error, IoContext, Result};
-use crate::fsio::{write_atomic, AtomicFile, TMP_MARK};
+use crate::fsio::{AtomicFile, TMP_MARK};
 
 pub const MANIFEST: &str = "manifest.json";
 pub const JOURNAL: &str = "progress.jsonl";
@@ -134,7 +133,7 @@ pub fn load_progress(dir: &Path, plan: &mut Plan) -> Result<BTreeMap<u64, ShardR
     let manifest_path = dir.join(MANIFEST);
     let journal_path = dir.join(JOURNAL);
     let (earlier, found): (Plan, Vec<ShardRecord>) = if journal_path.exists() {
-        read_journal(&journal_path)?
+        crate::journal::read_journal(&journal_path)?.map_err(|problem| output_error(&journal_path, problem))?
     } else if manifest_path.exists() {
         let manifest = read_manifest(dir)?;
         (manifest.plan, manifest.shards)
@@ -190,63 +189,6 @@ pub fn read_manifest(dir: &Path) -> Result<ScoreManifest> {
     let path = dir.join(MANIFEST);
     let text = fs::read(&path).at("reading", &path)?;
     serde_json::from_slice(&text).map_err(|source| Error::Json { path, source })
-}
-
-fn read_journal(path: &Path) -> Result<(Plan, Vec<ShardRecord>)> {
-    let text = fs::read_to_string(path).at("reading", path)?;
-    let bad = |problem: String| Error::ScoreOutput {
-        dir: path.to_owned(),
-        problem,
-    };
-    let mut lines = text.lines();
-    let plan: Plan = serde_json::from_str(lines.next().unwrap_or_default())
-        .map_err(|e| bad(format!("its first line is not a scoring plan: {e}")))?;
-    let mut records = Vec::new();
-    for line in lines {
-        // The last line of a killed run can be cut short: what follows it was never written.
-        match serde_json::from_str::<ShardRecord>(line) {
-            Ok(record) => records.push(record),
-            Err(_) => break,
-        }
-    }
-    Ok((plan, records))
-}
-
-/// The journal of the run under way: rewritten whole at the start, then appended to.
-#[derive(Debug)]
-pub struct Journal {
-    path: PathBuf,
-    file: fs::File,
-}
-
-impl Journal {
-    pub fn start(dir: &Path, plan: &Plan, kept: &BTreeMap<u64, ShardRecord>) -> Result<Journal> {
-        let path = dir.join(JOURNAL);
-        let mut text = serde_json::to_string(plan).expect("plans serialise");
-        text.push('\n');
-        for record in kept.values() {
-            text.push_str(&serde_json::to_string(record).expect("records serialise"));
-            text.push('\n');
-        }
-        write_atomic(&path, text.as_bytes())?;
-        let file = fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .at("opening", &path)?;
-        Ok(Journal { path, file })
-    }
-
-    pub fn append(&mut self, record: &ShardRecord) -> Result<()> {
-        let mut line = serde_json::to_string(record).expect("records serialise");
-        line.push('\n');
-        self.file.write_all(line.as_bytes()).at("writing", &self.path)?;
-        self.file.sync_data().at("writing", &self.path)
-    }
-
-    pub fn finish(self) -> Result<()> {
-        drop(self.file);
-        fs::remove_file(&self.path).at("removing", &self.path)
-    }
 }
 
 pub fn schema(input_schema: &Schema, outputs: &[OutputColumn]) -> Result<SchemaRef> {
