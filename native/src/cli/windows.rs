@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use kiln::windows::{windows, Events, OutputFormat, WindowsOptions, DEFAULT_MEMORY};
+use kiln::windows::{windows, Events, OutputFormat, WindowSpec, WindowsOptions, DEFAULT_MEMORY};
 
 use super::args::parse_size;
 
@@ -50,6 +50,8 @@ pub struct WindowsArgs {
 pub fn run(args: WindowsArgs) -> Result<()> {
     let spec_json = std::fs::read_to_string(&args.spec)
         .with_context(|| format!("reading spec {}", args.spec.display()))?;
+    // Spec errors name the spec file; the run's own errors name theirs.
+    WindowSpec::parse(&spec_json).with_context(|| format!("spec {}", args.spec.display()))?;
     let options = WindowsOptions {
         events: Events::Location(args.events.clone()),
         labels: args.labels.clone().map(Events::Location),
@@ -70,7 +72,7 @@ pub fn run(args: WindowsArgs) -> Result<()> {
         },
         progress: !args.json,
     };
-    let report = windows(&options).with_context(|| format!("spec {}", args.spec.display()))?;
+    let report = windows(&options)?;
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", serde_json::to_string(&report)?)?;

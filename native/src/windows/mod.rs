@@ -76,7 +76,7 @@ pub struct WindowsOptions {
 /// Default `--memory`.
 pub const DEFAULT_MEMORY: u64 = 2 << 30;
 /// Below this the per-partition working set alone would not fit.
-pub const MIN_MEMORY: u64 = 128 << 20;
+pub const MIN_MEMORY: u64 = 64 << 20;
 /// Output rows per batch (one Parquet row group each).
 const CHUNK_ROWS: usize = 65_536;
 

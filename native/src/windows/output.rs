@@ -240,12 +240,12 @@ impl ShardWriter {
     /// Renames the file into place; returns its size and SHA-256.
     pub fn commit(self) -> Result<(u64, String)> {
         match self.parquet {
-            Some(mut writer) => {
+            Some(writer) => {
                 let parquet_error = |source| Error::Parquet {
                     path: self.path.clone(),
                     source,
                 };
-                writer.finish().map_err(parquet_error)?;
+                // Writes the footer and hands the file back, to be synced and renamed.
                 let file = writer.into_inner().map_err(parquet_error)?;
                 self.file.commit_file(file)?;
             }
