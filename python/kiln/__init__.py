@@ -39,6 +39,7 @@ __all__ = [
     "transform",
     "convert",
     "score",
+    "windows",
     "Entry",
     "Loader",
     "default_cache_dir",
@@ -290,6 +291,72 @@ def score(
         )
     )
     return report
+
+
+def _event_batches(events: Any, name: str) -> Union[str, List[pa.RecordBatch]]:
+    """A location, or the record batches of a pyarrow Table/RecordBatch or pandas DataFrame."""
+    if isinstance(events, (str, os.PathLike)):
+        return os.fspath(events)
+    if isinstance(events, pa.RecordBatch):
+        return [events]
+    if isinstance(events, pa.Table):
+        return events.to_batches()
+    if type(events).__module__.startswith("pandas") and hasattr(events, "columns"):
+        return pa.Table.from_pandas(events, preserve_index=False).to_batches()
+    raise TypeError(
+        f"{name} must be a path, a pyarrow.Table or RecordBatch, or a pandas DataFrame, "
+        f"not {type(events).__name__}"
+    )
+
+
+def windows(
+    events: Any,
+    entity: str,
+    time: str,
+    spec: Union[Dict[str, Any], str, PathLike],
+    output: Optional[PathLike] = None,
+    labels: Any = None,
+    format: str = "parquet",
+    workers: Optional[int] = None,
+    memory: Union[int, str, None] = None,
+    progress: bool = True,
+) -> Union[Dict[str, Any], pa.Table]:
+    """``kiln windows``: sliding-window features and labels per ``entity`` over event
+    histories. ``events`` (and ``labels``, when the label reads other events) is a path
+    (Parquet/CSV files: a directory, URL or file), a ``pyarrow.Table``/``RecordBatch`` or a
+    pandas ``DataFrame``; ``spec`` is the windows spec (a dict, JSON text or a path).
+
+    With ``output``, writes ``part-NNNNN.parquet`` (or ``.tfrecord``) shards and
+    ``manifest.json`` there (resumable, idempotent) and returns the report (``rows``,
+    ``entities``, ``events``, ``partitions``, ``spilled_bytes``, ``seconds``, ...). Without
+    it, computes in memory and returns a ``pyarrow.Table`` (entity, ``t``, features,
+    ``sequence``, ``label``) sorted by entity and ``t``. ``memory`` bounds a file run
+    (bytes, or e.g. ``"512MB"``).
+    """
+    if isinstance(spec, dict):
+        spec_json = json.dumps(spec)
+    elif isinstance(spec, str) and spec.lstrip().startswith("{"):
+        spec_json = spec
+    else:
+        spec_json = Path(os.fspath(spec)).read_text()
+    if workers is not None:
+        _check_int("workers", workers, 1)
+    result = _kiln.windows(
+        _event_batches(events, "events"),
+        entity,
+        time,
+        spec_json,
+        output=None if output is None else os.fspath(output),
+        labels=None if labels is None else _event_batches(labels, "labels"),
+        format=format,
+        workers=workers,
+        memory=None if memory is None else str(memory),
+        progress=progress,
+    )
+    if output is None:
+        schema, batches = result
+        return pa.Table.from_batches(batches, schema=schema)
+    return json.loads(result)
 
 
 Batch = Dict[str, Any]

@@ -67,6 +67,10 @@ def score(input: PathLike | Entry, model: PathLike | None = None, endpoint: str 
     ``model_name``, over every row of ``input``; writes Parquet shards and ``manifest.json``
     to ``output`` and returns the report (``output``, ``rows``, ``scored``, ``failed``,
     ``seconds``, ``rows_per_s``, ``input_entry``, ``failures``).'''
+def windows(events: Any, entity: str, time: str, spec: dict[str, Any] | str | PathLike, output: PathLike | None = None, labels: Any = None, format: str = 'parquet', workers: int | None = None, memory: int | str | None = None, progress: bool = True) -> dict[str, Any] | Any:
+    '''``kiln windows``: sliding-window features and labels per ``entity`` over ``events`` (a
+    path, ``pyarrow.Table`` or pandas ``DataFrame``). With ``output``, writes shards and
+    ``manifest.json`` and returns the report; without, returns a ``pyarrow.Table``.'''
 Batch = dict[str, Any]
 
 class Loader:

@@ -1,5 +1,5 @@
 """Type stubs for kiln's native module (``kiln._kiln``); use the ``kiln`` package instead."""
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import pyarrow as pa
 
@@ -55,6 +55,19 @@ def score(
     shard_rows: int = 8192,
     progress: bool = True,
 ) -> str: ...
+def windows(
+    events: Union[str, List[pa.RecordBatch]],
+    entity: str,
+    time: str,
+    spec_json: str,
+    output: Optional[str] = None,
+    labels: Union[str, List[pa.RecordBatch], None] = None,
+    format: str = "parquet",
+    workers: Optional[int] = None,
+    memory: Optional[str] = None,
+    progress: bool = True,
+) -> Any:
+    """The report as JSON with ``output``; else ``(schema, batches)`` computed in memory."""
 def convert(
     source: str,
     spec_json: str,

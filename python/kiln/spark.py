@@ -25,7 +25,7 @@ from pyspark.sql.types import ArrayType, BinaryType, FloatType, IntegerType, Lon
 
 from . import ArgumentError, ConversionError, Entry, Loader, SpecLike, _kiln, _spec_json
 
-__all__ = ["transform", "score", "write_tfrecord", "make_spark_converter", "SparkDatasetConverter"]
+__all__ = ["transform", "score", "write_tfrecord", "windows", "make_spark_converter", "SparkDatasetConverter"]
 
 
 def _output_fields(spec_json: str, output_col: str):
@@ -197,6 +197,82 @@ def write_tfrecord(df: DataFrame, path: str) -> int:
     written = df.mapInArrow(run, schema).collect()
     return sum(r["rows"] for r in written)
 
+
+
+_ORDER = "__kiln_order"
+
+
+def _windows_spec_json(spec: Any) -> str:
+    if isinstance(spec, dict):
+        return json.dumps(spec)
+    if isinstance(spec, str) and spec.lstrip().startswith("{"):
+        return spec
+    with open(os.fspath(spec)) as f:
+        return f.read()
+
+
+def _spark_friendly(table: pa.Table) -> pa.Table:
+    """Spark has no fixed-size lists: the sequence tensor goes out as a plain list."""
+    if "sequence" not in table.column_names:
+        return table
+    index = table.column_names.index("sequence")
+    sequence = table.column(index)
+    return table.set_column(index, table.field(index).with_type(pa.list_(pa.float64())),
+                            sequence.cast(pa.list_(pa.float64())))
+
+
+def windows(df: DataFrame, entity: str, time: str, spec: Any, labels: Optional[DataFrame] = None) -> DataFrame:
+    """``kiln windows`` inside Spark: ``df`` (and ``labels``) grouped by ``entity`` with
+    ``groupBy(entity).applyInArrow`` (``cogroup`` with labels), each entity's events windowed
+    by kiln on the executor. Returns a DataFrame with the columns ``kiln windows`` writes
+    (entity, ``t``, features, ``sequence`` as an array of doubles, ``label``).
+
+    Events at equal times keep ``df``'s order (``monotonically_increasing_id`` before the
+    shuffle, restored per group), as the CLI keeps file and row order."""
+    from pyspark.sql.functions import monotonically_increasing_id
+    from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
+
+    spec_json = _windows_spec_json(spec)
+
+    def empty(frame: DataFrame) -> pa.RecordBatch:
+        # Spark hands groups over with timestamps in UTC.
+        schema = to_arrow_schema(frame.schema, timezone="UTC")
+        return pa.RecordBatch.from_pylist([], schema=schema)
+
+    label_batches = None if labels is None else [empty(labels)]
+    out_schema, _ = _kiln.windows([empty(df)], entity, time, spec_json, labels=label_batches)
+    out_schema = _spark_friendly(out_schema.empty_table()).schema
+    spark_schema = from_arrow_schema(out_schema)
+
+    def ordered(table: pa.Table) -> pa.Table:
+        return table.sort_by(_ORDER).drop_columns([_ORDER])
+
+    def compute(table: pa.Table, label_table: Optional[pa.Table]) -> pa.Table:
+        events = ordered(table).to_batches() or [empty_events]
+        label_events = None if label_table is None else (ordered(label_table).to_batches() or [empty_labels])
+        schema, batches = _kiln.windows(events, entity, time, spec_json, labels=label_events)
+        return _spark_friendly(pa.Table.from_batches(batches, schema=schema)).cast(out_schema)
+
+    # Spark passes the grouping key too when the function takes one argument more: keep
+    # exactly one parameter per table.
+    def one(table: pa.Table) -> pa.Table:
+        return compute(table, None)
+
+    def two(left: pa.Table, right: pa.Table) -> pa.Table:
+        return compute(left, right) if left.num_rows else out_schema.empty_table()
+
+    numbered = df.withColumn(_ORDER, monotonically_increasing_id())
+    empty_events = empty(numbered.drop(_ORDER))
+    if labels is None:
+        empty_labels = None
+        return numbered.groupBy(entity).applyInArrow(one, spark_schema)
+    numbered_labels = labels.withColumn(_ORDER, monotonically_increasing_id())
+    empty_labels = empty(labels)
+    return (
+        numbered.groupBy(entity)
+        .cogroup(numbered_labels.groupBy(entity))
+        .applyInArrow(two, spark_schema)
+    )
 
 
 CACHE_DIR_CONF = "kiln.spark.cache_dir"

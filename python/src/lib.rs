@@ -91,7 +91,8 @@ fn py_error(error: kiln::Error) -> PyErr {
         E::Gpu(_) => BackendError::new_err(message),
         E::Invalid { .. } => ArgumentError::new_err(message),
         E::Endpoint { .. } => SourceError::new_err(message),
-        E::ScoreOutput { .. } => CacheError::new_err(message),
+        E::ScoreOutput { .. } | E::WindowsOutput { .. } => CacheError::new_err(message),
+        E::Events { .. } => SourceError::new_err(message),
         E::ItemFailed { .. } | E::AllFailed { .. } => ConversionError::new_err(message),
         _ => KilnError::new_err(message),
     }
@@ -251,6 +252,92 @@ fn index_table(py: Python<'_>, dir: PathBuf, key: String, source: String) -> PyR
         .detach(|| kiln::cache::index_table(&dir, &key, &source))
         .map_err(py_error)?;
     serde_json::to_string(&manifest).map_err(|e| KilnError::new_err(e.to_string()))
+}
+
+/// Events from Python: a location (directory, URL, file) or record batches.
+fn windows_events(events: &Bound<'_, PyAny>) -> PyResult<kiln::windows::Events> {
+    use arrow::pyarrow::FromPyArrow;
+    if let Ok(location) = events.extract::<String>() {
+        return Ok(kiln::windows::Events::Location(location));
+    }
+    let batches = events
+        .try_iter()?
+        .map(|b| arrow::record_batch::RecordBatch::from_pyarrow_bound(&b?))
+        .collect::<PyResult<Vec<_>>>()?;
+    Ok(kiln::windows::Events::Batches(batches))
+}
+
+/// `kiln windows`. With `output`, writes shards and returns the report as JSON; without,
+/// returns `(schema, batches)` of the windows computed in memory (events must be batches).
+#[pyfunction]
+#[pyo3(signature = (events, entity, time, spec_json, output=None, labels=None, format="parquet",
+                    workers=None, memory=None, progress=true))]
+#[allow(clippy::too_many_arguments)]
+fn windows(
+    py: Python<'_>,
+    events: &Bound<'_, PyAny>,
+    entity: String,
+    time: String,
+    spec_json: String,
+    output: Option<PathBuf>,
+    labels: Option<&Bound<'_, PyAny>>,
+    format: &str,
+    workers: Option<usize>,
+    memory: Option<String>,
+    progress: bool,
+) -> PyResult<Py<PyAny>> {
+    use kiln::windows::{Events, OutputFormat, WindowsOptions};
+    let events = windows_events(events)?;
+    let labels = labels.map(windows_events).transpose()?;
+    let Some(output) = output else {
+        let as_batches = |e: &Events| match e {
+            Events::Batches(b) => Ok(b.clone()),
+            Events::Location(_) => Err(argument(
+                "events",
+                "in-memory windows (output=None) need a table, not a path",
+            )),
+        };
+        let events = as_batches(&events)?;
+        let labels = labels.as_ref().map(as_batches).transpose()?;
+        let (schema, batches) = py
+            .detach(|| kiln::windows::windows_table(&events, labels.as_deref(), &entity, &time, &spec_json))
+            .map_err(py_error)?;
+        let batches = batches
+            .iter()
+            .map(|b| b.to_pyarrow(py).map(|b| b.unbind()))
+            .collect::<PyResult<Vec<_>>>()?;
+        let schema = schema.as_ref().to_pyarrow(py)?.unbind();
+        return Ok((schema, batches).into_pyobject(py)?.into_any().unbind());
+    };
+    let format = match format {
+        "parquet" => OutputFormat::Parquet,
+        "tfrecord" => OutputFormat::Tfrecord,
+        other => {
+            return Err(argument(
+                "format",
+                format!("{other:?} is not 'parquet' or 'tfrecord'"),
+            ))
+        }
+    };
+    let memory = match memory {
+        Some(text) => kiln::units::parse_size("memory", &text).map_err(py_error)?,
+        None => kiln::windows::DEFAULT_MEMORY,
+    };
+    let options = WindowsOptions {
+        events,
+        labels,
+        entity,
+        time,
+        spec_json,
+        output,
+        format,
+        workers: workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        memory,
+        progress,
+    };
+    let report = py.detach(|| kiln::windows::windows(&options)).map_err(py_error)?;
+    let json = serde_json::to_string(&report).map_err(|e| KilnError::new_err(e.to_string()))?;
+    Ok(json.into_pyobject(py)?.into_any().unbind())
 }
 
 /// `kiln score`: returns the report as JSON (the CLI's `--json`, plus `failures`). Failed rows
@@ -453,6 +540,7 @@ fn _kiln(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(convert, m)?)?;
     m.add_function(wrap_pyfunction!(score, m)?)?;
     m.add_function(wrap_pyfunction!(index_table, m)?)?;
+    m.add_function(wrap_pyfunction!(windows, m)?)?;
     m.add_function(wrap_pyfunction!(batch::spec_output, m)?)?;
     m.add_function(wrap_pyfunction!(batch::transform_batch, m)?)?;
     m.add_function(wrap_pyfunction!(batch::tfrecord_batch, m)?)?;

@@ -361,3 +361,34 @@ def test_bad_inputs_and_directories(tmp_path: Path) -> None:
     other = dict(spec, period="3d")
     result = run_windows(events, other, out, check=False)
     assert result.returncode != 0 and "another run" in result.stderr
+
+
+def test_python_api_in_memory_and_to_files(tmp_path: Path) -> None:
+    frame = random_events(71, string_ids=True)
+    spec = base_spec()
+    frame["time"] = pd.to_datetime(frame["ns"], utc=True).dt.tz_convert("Europe/Berlin")
+    events = frame.drop(columns=["ns"])
+    table = kiln.windows(events, entity="user", time="time", spec=spec)
+    assert isinstance(table, pa.Table)
+    assert table.schema.field("t").type == pa.timestamp("us", tz="UTC")
+    got = table.to_pandas()
+    got["t"] = got["t"].dt.as_unit("ns").astype("int64")
+    want = reference_windows(events, "user", "time", spec)
+    assert_matches(got.sort_values(["user", "t"]).reset_index(drop=True), want, spec)
+    # The same from a pyarrow.Table into files, and from the CLI: identical rows.
+    report = kiln.windows(pa.Table.from_pandas(events, preserve_index=False), "user", "time", spec,
+                          output=tmp_path / "py", progress=False)
+    assert report["rows"] == len(want)
+    again = kiln.windows(pa.Table.from_pandas(events, preserve_index=False), "user", "time", spec,
+                         output=tmp_path / "py", progress=False)
+    assert again["already_complete"]
+    pd.testing.assert_frame_equal(read_output(tmp_path / "py"),
+                                  got.sort_values(["user", "t"]).reset_index(drop=True))
+    with pytest.raises(kiln.ArgumentError, match="need a table, not a path"):
+        kiln.windows(str(tmp_path), "user", "time", spec)
+    with pytest.raises(kiln.ArgumentError, match="invalid spec features"):
+        kiln.windows(events, "user", "time", {"period": "1d", "every": "1d", "features": [{"name": "s", "agg": "sum"}]})
+    with pytest.raises(kiln.SourceError, match='has no column "nope"'):
+        kiln.windows(events, "nope", "time", spec)
+    with pytest.raises(TypeError, match="must be a path"):
+        kiln.windows(42, "user", "time", spec)

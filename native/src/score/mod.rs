@@ -31,12 +31,12 @@ use crate::cache::{read_manifest, sha256_file, MANIFEST as ENTRY_MANIFEST};
 use crate::convert::{convert, ConvertOptions};
 use crate::error::{Error, Result};
 use crate::fsio::write_atomic;
+use crate::journal::Journal;
 use crate::shards::{EntryReader, Layout};
 use crate::transform::SpecFile;
 use engine::{BatchResult, LocalScorer, Scorer};
 use input::{ReaderConfig, ShardWork, WorkItem};
 use model::{InputType, OutputSpec};
-use crate::journal::Journal;
 use output::{ColumnValues, Plan, RowFailure, ScoreManifest, ShardRecord};
 
 pub use endpoint::EndpointOptions;

@@ -133,7 +133,8 @@ pub fn load_progress(dir: &Path, plan: &mut Plan) -> Result<BTreeMap<u64, ShardR
     let manifest_path = dir.join(MANIFEST);
     let journal_path = dir.join(JOURNAL);
     let (earlier, found): (Plan, Vec<ShardRecord>) = if journal_path.exists() {
-        crate::journal::read_journal(&journal_path)?.map_err(|problem| output_error(&journal_path, problem))?
+        crate::journal::read_journal(&journal_path)?
+            .map_err(|problem| output_error(&journal_path, problem))?
     } else if manifest_path.exists() {
         let manifest = read_manifest(dir)?;
         (manifest.plan, manifest.shards)

@@ -7,8 +7,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, FixedSizeListArray, Float64Array, Int64Array, RecordBatch,
-    StringArray, StringBuilder, TimestampMicrosecondArray, UInt32Array,
+    Array, ArrayRef, AsArray, FixedSizeListArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    StringBuilder, TimestampMicrosecondArray, UInt32Array,
 };
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, UInt64Type};
 
@@ -35,7 +35,11 @@ pub fn output_schema(spec: &WindowSpec, entity_name: &str, entity_type: &DataTyp
     };
     let mut fields = vec![
         Field::new(entity_name, entity_type.clone(), false),
-        Field::new("t", DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into())), false),
+        Field::new(
+            "t",
+            DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
     ];
     for feature in &spec.features {
         let agg = feature.aggregate.agg;
@@ -47,12 +51,21 @@ pub fn output_schema(spec: &WindowSpec, entity_name: &str, entity_type: &DataTyp
         fields.push(
             Field::new(
                 "sequence",
-                DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float64, false)), width as i32),
+                DataType::FixedSizeList(
+                    Arc::new(Field::new("item", DataType::Float64, false)),
+                    width as i32,
+                ),
                 false,
             )
             .with_metadata(HashMap::from([
-                (SHAPE_KEY.to_owned(), format!("[{steps}, {}]", spec.features.len())),
-                (FEATURES_KEY.to_owned(), serde_json::to_string(&names).expect("names serialise")),
+                (
+                    SHAPE_KEY.to_owned(),
+                    format!("[{steps}, {}]", spec.features.len()),
+                ),
+                (
+                    FEATURES_KEY.to_owned(),
+                    serde_json::to_string(&names).expect("names serialise"),
+                ),
             ])),
         );
     }
@@ -89,7 +102,10 @@ pub fn sorted(batch: &RecordBatch) -> Result<RecordBatch> {
             });
         }
     }
-    Ok(arrow::compute::take_record_batch(batch, &UInt32Array::from(order))?)
+    Ok(arrow::compute::take_record_batch(
+        batch,
+        &UInt32Array::from(order),
+    )?)
 }
 
 /// An entity column's values, compared across the events and the labels table.
@@ -135,8 +151,18 @@ impl<'a> Column<'a> {
             InputKind::Number => Column::Number(array.as_primitive::<Float64Type>()),
             InputKind::Key => {
                 let keys = match array.data_type() {
-                    DataType::Int64 => array.as_primitive::<Int64Type>().values().iter().map(|&v| v as u64).collect(),
-                    DataType::Float64 => array.as_primitive::<Float64Type>().values().iter().map(|v| v.to_bits()).collect(),
+                    DataType::Int64 => array
+                        .as_primitive::<Int64Type>()
+                        .values()
+                        .iter()
+                        .map(|&v| v as u64)
+                        .collect(),
+                    DataType::Float64 => array
+                        .as_primitive::<Float64Type>()
+                        .values()
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect(),
                     _ => {
                         let strings = array.as_string::<i32>();
                         let mut ids: HashMap<&str, u64> = HashMap::new();
@@ -332,7 +358,9 @@ impl Slide {
             Agg::Max => Value::Float(self.max.front().map(|&j| list.values[j])),
             Agg::First => Value::Float(last(list.values.get(self.lo).copied())),
             Agg::Last => Value::Float(last(self.hi.checked_sub(1).map(|j| list.values[j]))),
-            Agg::TimeSinceLast => Value::Float(last(self.hi.checked_sub(1).map(|j| seconds(end - list.times[j])))),
+            Agg::TimeSinceLast => {
+                Value::Float(last(self.hi.checked_sub(1).map(|j| seconds(end - list.times[j]))))
+            }
         }
     }
 }
@@ -358,7 +386,13 @@ impl Value {
 }
 
 /// `agg` over compact-list entries `range` of a window ending at `end`, computed directly.
-fn direct(agg: Agg, list: &Compact, range: std::ops::Range<usize>, end: i64, seen: &mut HashSet<u64>) -> Value {
+fn direct(
+    agg: Agg,
+    list: &Compact,
+    range: std::ops::Range<usize>,
+    end: i64,
+    seen: &mut HashSet<u64>,
+) -> Value {
     let n = range.len();
     if agg == Agg::Count {
         return Value::Int(n as i64);
@@ -380,9 +414,11 @@ fn direct(agg: Agg, list: &Compact, range: std::ops::Range<usize>, end: i64, see
         Agg::Sum => Some(sum().value()),
         Agg::Mean => Some(sum().div(n as f64).value()),
         Agg::Std => {
-            let (s, q) = values().iter().fold((DoubleDouble::ZERO, DoubleDouble::ZERO), |(s, q), &v| {
-                (s.add(v), q.add_dd(DoubleDouble::square(v)))
-            });
+            let (s, q) = values()
+                .iter()
+                .fold((DoubleDouble::ZERO, DoubleDouble::ZERO), |(s, q), &v| {
+                    (s.add(v), q.add_dd(DoubleDouble::square(v)))
+                });
             sample_variance(n, s, q).map(f64::sqrt)
         }
         Agg::Min => values().iter().copied().reduce(f64::min),
@@ -462,9 +498,16 @@ impl Rows {
             columns.push(Self::column(values, &fields[next]));
             next += 1;
         }
-        if let DataType::FixedSizeList(item, width) = fields.get(next).map(|f| f.data_type()).unwrap_or(&DataType::Null) {
+        if let DataType::FixedSizeList(item, width) =
+            fields.get(next).map(|f| f.data_type()).unwrap_or(&DataType::Null)
+        {
             let values = Float64Array::from(std::mem::take(&mut self.sequence));
-            columns.push(Arc::new(FixedSizeListArray::try_new(item.clone(), *width, Arc::new(values), None)?));
+            columns.push(Arc::new(FixedSizeListArray::try_new(
+                item.clone(),
+                *width,
+                Arc::new(values),
+                None,
+            )?));
             next += 1;
         }
         if next < fields.len() {
@@ -555,7 +598,9 @@ pub fn compute_bucket(
         let label_source: Option<usize> = plan.label_input;
         match (&label_table, label_source) {
             (Some((label_entities, label_times, label_column)), Some(_)) => {
-                while label_row < label_times.len() && label_entities.cmp_with(label_row, &entities, a).is_lt() {
+                while label_row < label_times.len()
+                    && label_entities.cmp_with(label_row, &entities, a).is_lt()
+                {
                     label_row += 1;
                 }
                 let mut end = label_row;
@@ -570,7 +615,10 @@ pub fn compute_bucket(
         }
         let (mut label_lo, mut label_hi) = (0usize, 0usize);
 
-        let (first, last) = (i128::from(entity_times[0]), i128::from(entity_times[entity_times.len() - 1]));
+        let (first, last) = (
+            i128::from(entity_times[0]),
+            i128::from(entity_times[entity_times.len() - 1]),
+        );
         let k_first = match spec.start {
             Some(start) => ceil_div(i128::from(start) - offset, every),
             None => floor_div(first - offset, every) + 1,
@@ -595,9 +643,15 @@ pub fn compute_bucket(
             let n_events = (all_hi - all_lo) as u64;
             if n_events == 0 && spec.min_events >= 1 {
                 // Jump to the first window end that holds the next event.
-                let Some(&next) = entity_times.get(all_hi) else { break };
+                let Some(&next) = entity_times.get(all_hi) else {
+                    break;
+                };
                 let next = i128::from(next) - offset;
-                let k_next = if edges.end_in { ceil_div(next, every) } else { floor_div(next, every) + 1 };
+                let k_next = if edges.end_in {
+                    ceil_div(next, every)
+                } else {
+                    floor_div(next, every) + 1
+                };
                 k = k_next.max(k + 1);
                 continue;
             }
@@ -626,22 +680,44 @@ pub fn compute_bucket(
                         let in_window = &list.times[slide.lo..slide.hi];
                         // Each event of the window falls in exactly one step: inner edges
                         // follow the window's own closed end.
-                        let from = if j == 0 { 0 } else { in_window.partition_point(|&x| edges.before_end(x, step_start)) };
-                        let to = if j + 1 == steps { in_window.len() } else { in_window.partition_point(|&x| edges.before_end(x, step_end)) };
-                        let value = direct(feature.aggregate.agg, list, slide.lo + from..slide.lo + to, step_end, &mut seen);
+                        let from = if j == 0 {
+                            0
+                        } else {
+                            in_window.partition_point(|&x| edges.before_end(x, step_start))
+                        };
+                        let to = if j + 1 == steps {
+                            in_window.len()
+                        } else {
+                            in_window.partition_point(|&x| edges.before_end(x, step_end))
+                        };
+                        let value = direct(
+                            feature.aggregate.agg,
+                            list,
+                            slide.lo + from..slide.lo + to,
+                            step_end,
+                            &mut seen,
+                        );
                         rows.sequence.push(value.as_f64());
                     }
                 }
             }
             if let Some(label) = &spec.label {
                 let horizon_end = t.saturating_add(label.horizon);
-                while label_hi < label_list.times.len() && label_edges.before_end(label_list.times[label_hi], horizon_end) {
+                while label_hi < label_list.times.len()
+                    && label_edges.before_end(label_list.times[label_hi], horizon_end)
+                {
                     label_hi += 1;
                 }
                 while label_lo < label_hi && label_edges.before_start(label_list.times[label_lo], t) {
                     label_lo += 1;
                 }
-                rows.labels.push(direct(label.aggregate.agg, &label_list, label_lo..label_hi, horizon_end, &mut seen));
+                rows.labels.push(direct(
+                    label.aggregate.agg,
+                    &label_list,
+                    label_lo..label_hi,
+                    horizon_end,
+                    &mut seen,
+                ));
             }
             rows.len += 1;
             total += 1;

@@ -95,7 +95,9 @@ mod tests {
     #[test]
     fn sliding_sums_do_not_drift() {
         // 1e6 values slid through a 10-wide window: the remaining sum is exact.
-        let values: Vec<f64> = (0..1_000_000i64).map(|i| ((i * 7919) % 1000) as f64 * 0.1 + 1e8).collect();
+        let values: Vec<f64> = (0..1_000_000i64)
+            .map(|i| ((i * 7919) % 1000) as f64 * 0.1 + 1e8)
+            .collect();
         let mut sum = DoubleDouble::ZERO;
         for (i, &v) in values.iter().enumerate() {
             sum = sum.add(v);

@@ -61,10 +61,16 @@ impl EventFiles {
     pub fn list(location: &str, runtime: Arc<tokio::runtime::Runtime>) -> Result<EventFiles> {
         let local = Path::new(location);
         let (source, items) = if !location.contains("://") && local.is_file() {
-            let parent = local.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let parent = local
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
             let meta = std::fs::metadata(local).map_err(|e| events_error(location, e.to_string()))?;
             let item = SourceItem {
-                path: local.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                path: local
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
                 size: meta.len(),
                 version: meta
                     .modified()
@@ -123,9 +129,7 @@ impl EventFiles {
                 .map_err(|e| events_error(&self.name(index), e.to_string()));
         }
         // Object-store files are read whole: Parquet needs random access to its footer.
-        self.runtime
-            .block_on(self.source.fetch(item))
-            .map(Opened::Bytes)
+        self.runtime.block_on(self.source.fetch(item)).map(Opened::Bytes)
     }
 
     /// Reads file `index`, calling `each` with every raw batch (only `columns`).
@@ -141,12 +145,24 @@ impl EventFiles {
         let opened = self.open(index)?;
         match self.files[index].1 {
             FileFormat::Parquet => match opened {
-                Opened::File(file) => read_parquet(ParquetRecordBatchReaderBuilder::try_new(file), columns, &fail, each),
-                Opened::Bytes(bytes) => read_parquet(ParquetRecordBatchReaderBuilder::try_new(bytes), columns, &fail, each),
+                Opened::File(file) => read_parquet(
+                    ParquetRecordBatchReaderBuilder::try_new(file),
+                    columns,
+                    &fail,
+                    each,
+                ),
+                Opened::Bytes(bytes) => read_parquet(
+                    ParquetRecordBatchReaderBuilder::try_new(bytes),
+                    columns,
+                    &fail,
+                    each,
+                ),
             },
             FileFormat::Csv => match opened {
                 Opened::File(file) => read_csv(file, columns, number_columns, &fail, each),
-                Opened::Bytes(bytes) => read_csv(std::io::Cursor::new(bytes), columns, number_columns, &fail, each),
+                Opened::Bytes(bytes) => {
+                    read_csv(std::io::Cursor::new(bytes), columns, number_columns, &fail, each)
+                }
             },
         }
     }
@@ -229,7 +245,10 @@ fn read_csv<R: Read + Seek>(
         .map(|f| {
             let data_type = if number_columns.contains(f.name()) {
                 DataType::Float64
-            } else if matches!(f.data_type(), DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64) {
+            } else if matches!(
+                f.data_type(),
+                DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64
+            ) {
                 DataType::Utf8
             } else {
                 f.data_type().clone()
@@ -238,10 +257,11 @@ fn read_csv<R: Read + Seek>(
         })
         .collect();
     let schema = Arc::new(Schema::new(fields));
-    let projection: Vec<usize> = columns.iter().map(|c| schema.index_of(c).expect("checked above")).collect();
-    input
-        .rewind()
-        .map_err(|e| fail(e.to_string()))?;
+    let projection: Vec<usize> = columns
+        .iter()
+        .map(|c| schema.index_of(c).expect("checked above"))
+        .collect();
+    input.rewind().map_err(|e| fail(e.to_string()))?;
     let reader = arrow::csv::ReaderBuilder::new(schema)
         .with_header(true)
         .with_batch_size(BATCH_ROWS)

@@ -35,8 +35,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::fsio::write_atomic;
 use crate::journal::Journal;
 use input::{events_error, EventFiles};
-use output::{Earlier, Plan, ShardRecord, ShardWriter, WindowsManifest};
 pub use output::OutputFormat;
+use output::{Earlier, Plan, ShardRecord, ShardWriter, WindowsManifest};
 use partition::{partition_count, split, Partitions};
 use prepare::{prepare, InputKind, InputPlan, Inputs};
 pub use spec::WindowSpec;
@@ -153,7 +153,11 @@ impl Table {
                     files.rows_hint(i).unwrap_or_else(|| {
                         // Without a footer to ask: CSV lines and compressed Parquet rows run
                         // about this many bytes.
-                        let per_row = if files.files[i].1 == input::FileFormat::Csv { 32 } else { 8 };
+                        let per_row = if files.files[i].1 == input::FileFormat::Csv {
+                            32
+                        } else {
+                            8
+                        };
                         files.files[i].0.size / per_row
                     })
                 })
@@ -203,7 +207,9 @@ impl Table {
     fn size(&self, index: usize) -> u64 {
         match (&self.events, &self.files) {
             (_, Some(files)) => files.files[index].0.size,
-            (Events::Batches(batches), None) => batches.iter().map(|b| b.get_array_memory_size() as u64).sum(),
+            (Events::Batches(batches), None) => {
+                batches.iter().map(|b| b.get_array_memory_size() as u64).sum()
+            }
             _ => 0,
         }
     }
@@ -221,7 +227,8 @@ impl Table {
         let mut seq = (index as u64) << 40;
         let mut one = |raw: RecordBatch| -> Result<()> {
             let rows = raw.num_rows() as u64;
-            let prepared = prepare(&raw, entity, time, &self.inputs, seq).map_err(|p| events_error(&name, p))?;
+            let prepared =
+                prepare(&raw, entity, time, &self.inputs, seq).map_err(|p| events_error(&name, p))?;
             seq += rows;
             each(prepared)
         };
@@ -256,7 +263,11 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn bar(visible: bool, total: u64, template: &str) -> ProgressBar {
-    let bar = if visible { ProgressBar::new(total) } else { ProgressBar::hidden() };
+    let bar = if visible {
+        ProgressBar::new(total)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(ProgressStyle::with_template(template).expect("a valid template"));
     bar
 }
@@ -295,7 +306,9 @@ fn read_table(
                     if failed.load(Ordering::SeqCst) {
                         return Err(Error::Cancelled);
                     }
-                    totals.events.fetch_add(prepared.batch.num_rows() as u64, Ordering::Relaxed);
+                    totals
+                        .events
+                        .fetch_add(prepared.batch.num_rows() as u64, Ordering::Relaxed);
                     totals.dropped.fetch_add(prepared.dropped, Ordering::Relaxed);
                     let bytes = prepared.batch.get_array_memory_size();
                     let pieces: Vec<_> = split(&prepared.batch, count)?
@@ -303,7 +316,10 @@ fn read_table(
                         .filter(|(p, _)| !skip[*p])
                         .collect();
                     drop(prepared);
-                    partitions.lock().expect("partitions lock").push(pieces, bytes, &name)
+                    partitions
+                        .lock()
+                        .expect("partitions lock")
+                        .push(pieces, bytes, &name)
                 });
                 bar.inc(table.size(index));
                 if let Err(e) = result {
@@ -336,7 +352,10 @@ pub fn windows(opts: &WindowsOptions) -> Result<WindowsReport> {
         return Err(Error::invalid("--time", "is the same column as --entity"));
     }
     if spec.features.iter().any(|f| f.name == opts.entity) {
-        return Err(Error::invalid("spec features", format!("a feature is named like the entity column {:?}", opts.entity)));
+        return Err(Error::invalid(
+            "spec features",
+            format!("a feature is named like the entity column {:?}", opts.entity),
+        ));
     }
     let plan_inputs = InputPlan::new(&spec, opts.labels.is_some());
     if opts.labels.is_some() && spec.label.is_none() {
@@ -377,7 +396,11 @@ pub fn windows(opts: &WindowsOptions) -> Result<WindowsReport> {
         output_format: opts.format,
     };
     let out = &opts.output;
-    let ignored = events.files.as_ref().map_or(0, |f| f.ignored) + labels.as_ref().and_then(|l| l.files.as_ref()).map_or(0, |f| f.ignored);
+    let ignored = events.files.as_ref().map_or(0, |f| f.ignored)
+        + labels
+            .as_ref()
+            .and_then(|l| l.files.as_ref())
+            .map_or(0, |f| f.ignored);
     let mut report = WindowsReport {
         output: out.clone(),
         rows: 0,
@@ -422,8 +445,14 @@ pub fn windows(opts: &WindowsOptions) -> Result<WindowsReport> {
     let event_parts = Mutex::new(Partitions::new(&spill_dir, "events", count, buffer_budget));
     let label_parts = Mutex::new(Partitions::new(&spill_dir, "labels", count, buffer_budget));
     let total_bytes = (0..events.count()).map(|i| events.size(i)).sum::<u64>()
-        + labels.as_ref().map_or(0, |l| (0..l.count()).map(|i| l.size(i)).sum());
-    let reading = bar(opts.progress, total_bytes, "reading events {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}");
+        + labels
+            .as_ref()
+            .map_or(0, |l| (0..l.count()).map(|i| l.size(i)).sum());
+    let reading = bar(
+        opts.progress,
+        total_bytes,
+        "reading events {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    );
     let event_totals = ReadTotals::default();
     read_table(&events, opts, &event_parts, count, &skip, &event_totals, &reading)?;
     let label_totals = ReadTotals::default();
@@ -433,7 +462,8 @@ pub fn windows(opts: &WindowsOptions) -> Result<WindowsReport> {
     reading.finish_and_clear();
     report.events = event_totals.events.load(Ordering::Relaxed);
     report.label_events = label_totals.events.load(Ordering::Relaxed);
-    report.dropped_rows = event_totals.dropped.load(Ordering::Relaxed) + label_totals.dropped.load(Ordering::Relaxed);
+    report.dropped_rows =
+        event_totals.dropped.load(Ordering::Relaxed) + label_totals.dropped.load(Ordering::Relaxed);
 
     let mut event_parts = event_parts.into_inner().expect("partitions lock");
     let mut label_parts = label_parts.into_inner().expect("partitions lock");
@@ -442,7 +472,9 @@ pub fn windows(opts: &WindowsOptions) -> Result<WindowsReport> {
         .map(|s| s.field(prepare::ENTITY).data_type().clone())
         .unwrap_or(DataType::Int64);
     if let (Some(events_schema), Some(labels_schema)) = (event_parts.schema(), label_parts.schema()) {
-        if events_schema.field(prepare::ENTITY).data_type() != labels_schema.field(prepare::ENTITY).data_type() {
+        if events_schema.field(prepare::ENTITY).data_type()
+            != labels_schema.field(prepare::ENTITY).data_type()
+        {
             return Err(Error::invalid(
                 "--labels",
                 format!(
@@ -458,7 +490,11 @@ pub fn windows(opts: &WindowsOptions) -> Result<WindowsReport> {
 
     // Window each partition.
     let todo: Vec<usize> = (0..count).filter(|&p| !skip[p]).collect();
-    let windowing = bar(opts.progress, todo.len() as u64, "windowing {bar:40} {pos}/{len} partitions {msg} eta {eta}");
+    let windowing = bar(
+        opts.progress,
+        todo.len() as u64,
+        "windowing {bar:40} {pos}/{len} partitions {msg} eta {eta}",
+    );
     let parts = Mutex::new((&mut event_parts, &mut label_parts));
     let journal_lock = Mutex::new((&mut journal, Vec::<ShardRecord>::new()));
     let next = AtomicUsize::new(0);
@@ -480,7 +516,14 @@ pub fn windows(opts: &WindowsOptions) -> Result<WindowsReport> {
                         (e.take(part)?, l.take(part)?)
                     };
                     let Some(part_events) = part_events else {
-                        return Ok(ShardRecord { partition: part as u64, file: None, rows: 0, entities: 0, bytes: 0, sha256: None });
+                        return Ok(ShardRecord {
+                            partition: part as u64,
+                            file: None,
+                            rows: 0,
+                            entities: 0,
+                            bytes: 0,
+                            sha256: None,
+                        });
                     };
                     let name = output::shard_name(part as u64, opts.format);
                     let mut writer = ShardWriter::create(&out.join(&name), &schema, opts.format)?;
@@ -495,10 +538,24 @@ pub fn windows(opts: &WindowsOptions) -> Result<WindowsReport> {
                     )?;
                     drop(part_events);
                     if rows == 0 {
-                        return Ok(ShardRecord { partition: part as u64, file: None, rows: 0, entities, bytes: 0, sha256: None });
+                        return Ok(ShardRecord {
+                            partition: part as u64,
+                            file: None,
+                            rows: 0,
+                            entities,
+                            bytes: 0,
+                            sha256: None,
+                        });
                     }
                     let (bytes, sha256) = writer.commit()?;
-                    Ok(ShardRecord { partition: part as u64, file: Some(name), rows, entities, bytes, sha256: Some(sha256) })
+                    Ok(ShardRecord {
+                        partition: part as u64,
+                        file: Some(name),
+                        rows,
+                        entities,
+                        bytes,
+                        sha256: Some(sha256),
+                    })
                 })();
                 match result.and_then(|record| {
                     let mut guard = journal_lock.lock().expect("journal lock");
@@ -541,14 +598,20 @@ pub fn windows(opts: &WindowsOptions) -> Result<WindowsReport> {
         columns: schema
             .fields()
             .iter()
-            .map(|f| output::Column { name: f.name().clone(), data_type: f.data_type().to_string() })
+            .map(|f| output::Column {
+                name: f.name().clone(),
+                data_type: f.data_type().to_string(),
+            })
             .collect(),
         rows: report.rows,
         entities: report.entities,
         shards,
     };
     let manifest_path = out.join(output::MANIFEST);
-    write_atomic(&manifest_path, &serde_json::to_vec_pretty(&manifest).expect("manifests serialise"))?;
+    write_atomic(
+        &manifest_path,
+        &serde_json::to_vec_pretty(&manifest).expect("manifests serialise"),
+    )?;
     journal.finish()?;
     if spill_dir.exists() {
         std::fs::remove_dir_all(&spill_dir).at("removing", &spill_dir)?;
@@ -594,10 +657,18 @@ pub fn windows_table(
     let schema = aggregate::output_schema(&spec, entity, &entity_type);
     let mut out = Vec::new();
     if let Some(events) = events {
-        aggregate::compute_bucket(&spec, &plan, &schema, &events, labels.as_ref(), CHUNK_ROWS, &mut |b| {
-            out.push(b);
-            Ok(())
-        })?;
+        aggregate::compute_bucket(
+            &spec,
+            &plan,
+            &schema,
+            &events,
+            labels.as_ref(),
+            CHUNK_ROWS,
+            &mut |b| {
+                out.push(b);
+                Ok(())
+            },
+        )?;
     }
     Ok((schema, out))
 }

@@ -151,8 +151,8 @@ pub fn check_dir(dir: &Path, plan: &Plan) -> Result<Earlier> {
     };
     let journal_path = dir.join(JOURNAL);
     if journal_path.exists() {
-        let (earlier, records): (Plan, Vec<ShardRecord>) =
-            crate::journal::read_journal(&journal_path)?.map_err(|problem| output_error(&journal_path, problem))?;
+        let (earlier, records): (Plan, Vec<ShardRecord>) = crate::journal::read_journal(&journal_path)?
+            .map_err(|problem| output_error(&journal_path, problem))?;
         if &earlier != plan {
             return Err(other_run());
         }

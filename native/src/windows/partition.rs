@@ -99,7 +99,12 @@ impl Partitions {
 
     /// Adds one split batch (from [`split`]); spills everything once past the budget.
     /// `origin` names the file, for a schema mismatch.
-    pub fn push(&mut self, pieces: Vec<(usize, RecordBatch)>, total_bytes: usize, origin: &str) -> Result<()> {
+    pub fn push(
+        &mut self,
+        pieces: Vec<(usize, RecordBatch)>,
+        total_bytes: usize,
+        origin: &str,
+    ) -> Result<()> {
         let rows: usize = pieces.iter().map(|(_, b)| b.num_rows()).sum();
         for (part, batch) in pieces {
             match &self.schema {
@@ -150,7 +155,10 @@ impl Partitions {
             let mut writer = StreamWriter::try_new(BufWriter::new(file), &schema)?;
             writer.write(&merged)?;
             writer.finish()?;
-            writer.into_inner()?.into_inner().map_err(|e| Error::io("writing", &path, e.into_error()))?;
+            writer
+                .into_inner()?
+                .into_inner()
+                .map_err(|e| Error::io("writing", &path, e.into_error()))?;
             self.spilled_bytes += merged.get_array_memory_size() as u64;
             self.parts[part].spilled = true;
         }
@@ -234,7 +242,9 @@ mod tests {
         }
         assert_eq!(parts.spills, 2);
         for p in 0..4 {
-            let Some(rows) = parts.take(p).unwrap() else { continue };
+            let Some(rows) = parts.take(p).unwrap() else {
+                continue;
+            };
             seen += rows.num_rows();
             // Every entity lands in the partition its hash names.
             let hashes = entity_hashes(rows.column(ENTITY));

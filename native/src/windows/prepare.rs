@@ -7,8 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
-    UInt64Array,
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt64Array,
 };
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
 use serde_json::Value;
@@ -150,12 +149,21 @@ pub fn canonical_schema(entity: &DataType, inputs: &[DataType]) -> SchemaRef {
 /// Ints, floats, strings and booleans in one type each: Int64, Float64, Utf8, Boolean.
 fn normalized(column: &ArrayRef) -> Result<ArrayRef, String> {
     let target = match column.data_type() {
-        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8
-        | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => DataType::Int64,
-        DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Decimal32(_, _)
-        | DataType::Decimal64(_, _) | DataType::Decimal128(_, _) | DataType::Decimal256(_, _) => {
-            DataType::Float64
-        }
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64 => DataType::Int64,
+        DataType::Float16
+        | DataType::Float32
+        | DataType::Float64
+        | DataType::Decimal32(_, _)
+        | DataType::Decimal64(_, _)
+        | DataType::Decimal128(_, _)
+        | DataType::Decimal256(_, _) => DataType::Float64,
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
         DataType::Boolean => DataType::Boolean,
         DataType::Null => DataType::Float64,
@@ -163,11 +171,7 @@ fn normalized(column: &ArrayRef) -> Result<ArrayRef, String> {
             let plain = arrow::compute::cast(column, value).map_err(|e| e.to_string())?;
             return normalized(&plain);
         }
-        other => {
-            return Err(format!(
-                "is {other}; kiln reads numbers, strings and booleans"
-            ))
-        }
+        other => return Err(format!("is {other}; kiln reads numbers, strings and booleans")),
     };
     if column.data_type() == &target {
         return Ok(column.clone());
@@ -263,8 +267,7 @@ fn counted(
 ) -> Result<Vec<bool>, String> {
     let mut mask = vec![true; rows];
     for condition in &def.filter {
-        let hits = condition_mask(condition, &column_of(&condition.column)?)
-            .map_err(|e| e.to_string())?;
+        let hits = condition_mask(condition, &column_of(&condition.column)?).map_err(|e| e.to_string())?;
         mask.iter_mut().zip(hits).for_each(|(m, h)| *m &= h);
     }
     if let Some(name) = &def.column {
@@ -299,15 +302,14 @@ pub fn input_column(
                         "column {name:?} holds strings; this aggregate needs numbers"
                     ))
                 }
-                DataType::Boolean | DataType::Int64 => arrow::compute::cast(&values, &DataType::Float64)
-                    .map_err(|e| e.to_string())?,
+                DataType::Boolean | DataType::Int64 => {
+                    arrow::compute::cast(&values, &DataType::Float64).map_err(|e| e.to_string())?
+                }
                 _ => values,
             };
             let floats = floats.as_primitive::<Float64Type>();
             Arc::new(Float64Array::from_iter(
-                mask.iter()
-                    .enumerate()
-                    .map(|(i, &m)| m.then(|| floats.value(i))),
+                mask.iter().enumerate().map(|(i, &m)| m.then(|| floats.value(i))),
             ))
         }
         InputKind::Key => {
@@ -363,12 +365,17 @@ pub fn prepare(
     let mut columns: Vec<ArrayRef> = vec![
         entities,
         Arc::new(Int64Array::from_iter_values(times.iter().map(|t| t.unwrap_or(0)))),
-        Arc::new(UInt64Array::from_iter_values((0..rows as u64).map(|i| seq_base + i))),
+        Arc::new(UInt64Array::from_iter_values(
+            (0..rows as u64).map(|i| seq_base + i),
+        )),
     ];
     for def in &inputs.defs {
         columns.push(input_column(def, &column_of, rows)?);
     }
-    let types: Vec<DataType> = columns[FIRST_INPUT..].iter().map(|c| c.data_type().clone()).collect();
+    let types: Vec<DataType> = columns[FIRST_INPUT..]
+        .iter()
+        .map(|c| c.data_type().clone())
+        .collect();
     let schema = canonical_schema(columns[ENTITY].data_type(), &types);
     let mut batch = RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())?;
     if dropped > 0 {
@@ -429,42 +436,96 @@ mod tests {
         // sum and mean of the same filtered column share one input.
         assert_eq!(plan.feature_inputs, vec![0, 1, 2, 2, 3]);
         let raw = RecordBatch::try_from_iter(vec![
-            ("user", Arc::new(arrow::array::Int32Array::from(vec![Some(1), Some(1), None, Some(2)])) as ArrayRef),
-            ("ts", Arc::new(arrow::array::StringArray::from(vec!["1", "2", "3", "4"])) as ArrayRef),
-            ("kind", Arc::new(StringArray::from(vec![Some("call"), Some("sms"), Some("call"), None])) as ArrayRef),
-            ("amount", Arc::new(Float64Array::from(vec![Some(1.5), Some(f64::NAN), Some(3.0), Some(4.0)])) as ArrayRef),
+            (
+                "user",
+                Arc::new(arrow::array::Int32Array::from(vec![
+                    Some(1),
+                    Some(1),
+                    None,
+                    Some(2),
+                ])) as ArrayRef,
+            ),
+            (
+                "ts",
+                Arc::new(arrow::array::StringArray::from(vec!["1", "2", "3", "4"])) as ArrayRef,
+            ),
+            (
+                "kind",
+                Arc::new(StringArray::from(vec![
+                    Some("call"),
+                    Some("sms"),
+                    Some("call"),
+                    None,
+                ])) as ArrayRef,
+            ),
+            (
+                "amount",
+                Arc::new(Float64Array::from(vec![
+                    Some(1.5),
+                    Some(f64::NAN),
+                    Some(3.0),
+                    Some(4.0),
+                ])) as ArrayRef,
+            ),
         ])
         .unwrap();
         let prepared = prepare(&raw, "user", "ts", &plan.events, 100).unwrap();
         assert_eq!(prepared.dropped, 1);
         let b = prepared.batch;
         assert_eq!(b.num_rows(), 3);
-        assert_eq!(b.column(SEQ).as_primitive::<arrow::datatypes::UInt64Type>().values().to_vec(), vec![100, 101, 103]);
-        assert_eq!(b.column(TIME).as_primitive::<Int64Type>().values().to_vec(), vec![1000, 2000, 4000]);
+        assert_eq!(
+            b.column(SEQ)
+                .as_primitive::<arrow::datatypes::UInt64Type>()
+                .values()
+                .to_vec(),
+            vec![100, 101, 103]
+        );
+        assert_eq!(
+            b.column(TIME).as_primitive::<Int64Type>().values().to_vec(),
+            vec![1000, 2000, 4000]
+        );
         let calls = b.column(FIRST_INPUT + 1).as_boolean();
-        assert_eq!(calls.iter().collect::<Vec<_>>(), vec![Some(true), Some(false), Some(false)]);
+        assert_eq!(
+            calls.iter().collect::<Vec<_>>(),
+            vec![Some(true), Some(false), Some(false)]
+        );
         let spend = b.column(FIRST_INPUT + 2).as_primitive::<Float64Type>();
         assert_eq!(spend.iter().collect::<Vec<_>>(), vec![Some(1.5), None, None]);
         let kinds = b.column(FIRST_INPUT + 3).as_string::<i32>();
-        assert_eq!(kinds.iter().collect::<Vec<_>>(), vec![Some("call"), Some("sms"), None]);
+        assert_eq!(
+            kinds.iter().collect::<Vec<_>>(),
+            vec![Some("call"), Some("sms"), None]
+        );
     }
 
     #[test]
     fn where_types_must_match() {
         let def = InputDef {
             column: None,
-            filter: vec![Condition { column: "k".into(), values: vec![Value::from("a")] }],
+            filter: vec![Condition {
+                column: "k".into(),
+                values: vec![Value::from("a")],
+            }],
             kind: InputKind::Presence,
         };
         let ints: ArrayRef = Arc::new(Int64Array::from(vec![1, 2]));
         let e = input_column(&def, &|_| Ok(ints.clone()), 2).unwrap_err();
-        assert!(e.contains("the column is Int64 but the values are not all numbers"), "{e}");
+        assert!(
+            e.contains("the column is Int64 but the values are not all numbers"),
+            "{e}"
+        );
         let def = InputDef {
-            filter: vec![Condition { column: "k".into(), values: vec![Value::from(2), Value::from(7.0)] }],
+            filter: vec![Condition {
+                column: "k".into(),
+                values: vec![Value::from(2), Value::from(7.0)],
+            }],
             ..def
         };
         let ints: ArrayRef = Arc::new(Int64Array::from(vec![1, 2, 7]));
         let mask = input_column(&def, &|_| Ok(ints.clone()), 3).unwrap();
-        assert_eq!(mask.as_boolean().iter().collect::<Vec<_>>(), vec![Some(false), Some(true), Some(true)]);
+        assert_eq!(
+            mask.as_boolean().iter().collect::<Vec<_>>(),
+            vec![Some(false), Some(true), Some(true)]
+        );
     }
 }

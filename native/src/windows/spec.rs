@@ -163,7 +163,10 @@ fn conditions(field: &str, filter: Option<BTreeMap<String, Value>>) -> Result<Ve
             scalar => vec![scalar],
         };
         if values.is_empty() {
-            return Err(spec_error(field, format!("`where` on {column:?} lists no values")));
+            return Err(spec_error(
+                field,
+                format!("`where` on {column:?} lists no values"),
+            ));
         }
         if let Some(bad) = values
             .iter()
@@ -186,10 +189,7 @@ fn aggregate(
     filter: Option<BTreeMap<String, Value>>,
 ) -> Result<Aggregate> {
     if column.is_none() && !matches!(agg, Agg::Count | Agg::TimeSinceLast) {
-        return Err(spec_error(
-            field,
-            format!("`{}` needs a `column`", agg_name(agg)),
-        ));
+        return Err(spec_error(field, format!("`{}` needs a `column`", agg_name(agg))));
     }
     Ok(Aggregate {
         agg,
@@ -218,7 +218,9 @@ fn span(field: &str, text: &str, allow_zero: bool) -> Result<i64> {
     if nanos % NANOS_PER_MICRO != 0 {
         return Err(spec_error(
             field,
-            format!("{text:?} is not a whole number of microseconds (window ends are written in microseconds)"),
+            format!(
+                "{text:?} is not a whole number of microseconds (window ends are written in microseconds)"
+            ),
         ));
     }
     if nanos < 0 || (nanos == 0 && !allow_zero) {
@@ -250,8 +252,7 @@ fn instant(field: &str, value: &Value) -> Result<i64> {
 impl WindowSpec {
     /// Parses and checks a spec; errors name the field (`spec features[2].agg: ...`).
     pub fn parse(json: &str) -> Result<WindowSpec> {
-        let raw: RawSpec =
-            serde_json::from_str(json).map_err(|e| Error::invalid("spec", e.to_string()))?;
+        let raw: RawSpec = serde_json::from_str(json).map_err(|e| Error::invalid("spec", e.to_string()))?;
         let period = span("period", &raw.period, false)?;
         let every = span("every", &raw.every, false)?;
         let offset = match &raw.offset {
@@ -270,7 +271,11 @@ impl WindowSpec {
             if period % step != 0 {
                 return Err(spec_error(
                     "step",
-                    format!("{:?} does not divide the period {:?}", raw.step.as_deref().unwrap_or(""), raw.period),
+                    format!(
+                        "{:?} does not divide the period {:?}",
+                        raw.step.as_deref().unwrap_or(""),
+                        raw.period
+                    ),
                 ));
             }
             if period / step > 1 << 16 {
@@ -364,26 +369,40 @@ mod tests {
 
     #[test]
     fn names_the_bad_field() {
-        assert!(err(r#"{"period": "14x", "every": "1d", "features": [{"name": "n", "agg": "count"}]}"#)
-            .starts_with("invalid spec period: "));
-        assert!(err(r#"{"period": "1mo", "every": "1d", "features": [{"name": "n", "agg": "count"}]}"#)
-            .contains("calendar"));
+        assert!(
+            err(r#"{"period": "14x", "every": "1d", "features": [{"name": "n", "agg": "count"}]}"#)
+                .starts_with("invalid spec period: ")
+        );
+        assert!(
+            err(r#"{"period": "1mo", "every": "1d", "features": [{"name": "n", "agg": "count"}]}"#)
+                .contains("calendar")
+        );
         assert_eq!(
             err(r#"{"period": "14d", "every": "1d", "features": [{"name": "s", "agg": "sum"}]}"#),
             "invalid spec features[0]: `sum` needs a `column`"
         );
-        assert!(err(r#"{"period": "14d", "every": "1d", "features": [{"name": "n", "agg": "median", "column": "x"}]}"#)
-            .contains("unknown variant `median`"));
-        assert!(err(r#"{"period": "14d", "every": "1d", "features": [{"name": "t", "agg": "count"}]}"#)
-            .contains("kiln writes itself"));
-        assert!(err(r#"{"period": "14d", "every": "1d", "step": "5d", "features": [{"name": "n", "agg": "count"}]}"#)
-            .contains("does not divide"));
-        assert!(err(r#"{"period": "14d", "every": "0d", "features": [{"name": "n", "agg": "count"}]}"#)
-            .contains("must be positive"));
+        assert!(err(
+            r#"{"period": "14d", "every": "1d", "features": [{"name": "n", "agg": "median", "column": "x"}]}"#
+        )
+        .contains("unknown variant `median`"));
+        assert!(
+            err(r#"{"period": "14d", "every": "1d", "features": [{"name": "t", "agg": "count"}]}"#)
+                .contains("kiln writes itself")
+        );
+        assert!(err(
+            r#"{"period": "14d", "every": "1d", "step": "5d", "features": [{"name": "n", "agg": "count"}]}"#
+        )
+        .contains("does not divide"));
+        assert!(
+            err(r#"{"period": "14d", "every": "0d", "features": [{"name": "n", "agg": "count"}]}"#)
+                .contains("must be positive")
+        );
         assert!(err(r#"{"period": "14d", "every": "1d", "features": [{"name": "n", "agg": "count", "where": {"k": null}}]}"#)
             .contains("not a string, number or boolean"));
         assert!(err(r#"{"period": "14d", "every": "1d", "feature": []}"#).contains("unknown field"));
-        assert!(err(r#"{"period": "1ns", "every": "1d", "features": [{"name": "n", "agg": "count"}]}"#)
-            .contains("whole number of microseconds"));
+        assert!(
+            err(r#"{"period": "1ns", "every": "1d", "features": [{"name": "n", "agg": "count"}]}"#)
+                .contains("whole number of microseconds")
+        );
     }
 }

@@ -50,9 +50,7 @@ pub fn parse_span(text: &str) -> Result<i64, String> {
             .parse()
             .map_err(|_| bad("number too large".into()))?;
         rest = rest[digits..].trim_start();
-        let unit_len = rest
-            .find(|c: char| !c.is_alphabetic())
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| !c.is_alphabetic()).unwrap_or(rest.len());
         if unit_len == 0 {
             return Err(bad("a number needs a unit (ns, us, ms, s, m, h, d, w)".into()));
         }
@@ -111,8 +109,13 @@ pub fn column_nanos(column: &ArrayRef) -> Result<Vec<Option<i64>>, String> {
             let values = arrow::compute::cast(&as_ts, &DataType::Int64).map_err(|e| e.to_string())?;
             scaled(values.as_primitive::<Int64Type>(), 1_000_000)
         }
-        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8
-        | DataType::UInt16 | DataType::UInt32 => {
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32 => {
             let values = arrow::compute::cast(column, &DataType::Int64).map_err(|e| e.to_string())?;
             scaled(values.as_primitive::<Int64Type>(), NANOS_PER_MICRO)
         }
@@ -171,7 +174,9 @@ mod tests {
             parse_instant("1970-01-01T02:00:01+02:00").unwrap(),
             NANOS_PER_SECOND
         );
-        assert!(parse_instant("2024-01-01T00:00:00").unwrap_err().contains("with an offset"));
+        assert!(parse_instant("2024-01-01T00:00:00")
+            .unwrap_err()
+            .contains("with an offset"));
     }
 
     #[test]
@@ -185,14 +190,18 @@ mod tests {
             column_nanos(&strings).unwrap(),
             vec![Some(NANOS_PER_SECOND), Some(2 * NANOS_PER_SECOND), None]
         );
-        let ts: ArrayRef = Arc::new(
-            arrow::array::TimestampMillisecondArray::from(vec![3_000]).with_timezone("+05:00"),
-        );
+        let ts: ArrayRef =
+            Arc::new(arrow::array::TimestampMillisecondArray::from(vec![3_000]).with_timezone("+05:00"));
         assert_eq!(column_nanos(&ts).unwrap(), vec![Some(3 * NANOS_PER_SECOND)]);
         let dates: ArrayRef = Arc::new(arrow::array::Date32Array::from(vec![1]));
-        assert_eq!(column_nanos(&dates).unwrap(), vec![Some(86_400 * NANOS_PER_SECOND)]);
+        assert_eq!(
+            column_nanos(&dates).unwrap(),
+            vec![Some(86_400 * NANOS_PER_SECOND)]
+        );
         let floats: ArrayRef = Arc::new(arrow::array::Float64Array::from(vec![1.0]));
-        assert!(column_nanos(&floats).unwrap_err().contains("expected a timestamp"));
+        assert!(column_nanos(&floats)
+            .unwrap_err()
+            .contains("expected a timestamp"));
         let bad: ArrayRef = Arc::new(arrow::array::StringArray::from(vec!["yesterday"]));
         assert!(column_nanos(&bad).unwrap_err().contains("RFC 3339"));
     }
