@@ -291,9 +291,9 @@ impl Slide {
             let i = self.hi;
             if self.needs.sum {
                 let v = list.values[i];
-                self.sum = self.sum.add(v);
+                self.sum = self.sum + v;
                 if self.needs.squares {
-                    self.sum_sq = self.sum_sq.add_dd(DoubleDouble::square(v));
+                    self.sum_sq = self.sum_sq + DoubleDouble::square(v);
                 }
             }
             if self.needs.min {
@@ -317,9 +317,9 @@ impl Slide {
             let i = self.lo;
             if self.needs.sum {
                 let v = list.values[i];
-                self.sum = self.sum.add(-v);
+                self.sum = self.sum + -v;
                 if self.needs.squares {
-                    self.sum_sq = self.sum_sq.add_dd(DoubleDouble::square(v).neg());
+                    self.sum_sq = self.sum_sq + -DoubleDouble::square(v);
                 }
             }
             if self.needs.unique {
@@ -352,7 +352,7 @@ impl Slide {
             Agg::Count => Value::Int(n as i64),
             Agg::NUnique => Value::Int(self.counts.len() as i64),
             Agg::Sum => Value::Float(Some(self.sum.value())),
-            Agg::Mean => Value::Float(last(Some(self.sum.div(n as f64).value()))),
+            Agg::Mean => Value::Float(last(Some((self.sum / n as f64).value()))),
             Agg::Std => Value::Float(sample_variance(n, self.sum, self.sum_sq).map(f64::sqrt)),
             Agg::Min => Value::Float(self.min.front().map(|&j| list.values[j])),
             Agg::Max => Value::Float(self.max.front().map(|&j| list.values[j])),
@@ -409,15 +409,15 @@ fn direct(
         return Value::Float(None);
     }
     let values = || &list.values[range.clone()];
-    let sum = || values().iter().fold(DoubleDouble::ZERO, |s, &v| s.add(v));
+    let sum = || values().iter().fold(DoubleDouble::ZERO, |s, &v| s + v);
     Value::Float(match agg {
         Agg::Sum => Some(sum().value()),
-        Agg::Mean => Some(sum().div(n as f64).value()),
+        Agg::Mean => Some((sum() / n as f64).value()),
         Agg::Std => {
             let (s, q) = values()
                 .iter()
                 .fold((DoubleDouble::ZERO, DoubleDouble::ZERO), |(s, q), &v| {
-                    (s.add(v), q.add_dd(DoubleDouble::square(v)))
+                    (s + v, q + DoubleDouble::square(v))
                 });
             sample_variance(n, s, q).map(f64::sqrt)
         }

@@ -34,26 +34,6 @@ fn two_prod(a: f64, b: f64) -> (f64, f64) {
 impl DoubleDouble {
     pub const ZERO: DoubleDouble = DoubleDouble { hi: 0.0, lo: 0.0 };
 
-    #[inline]
-    pub fn add(self, x: f64) -> DoubleDouble {
-        let (s, e) = two_sum(self.hi, x);
-        fast_two_sum(s, e + self.lo)
-    }
-
-    #[inline]
-    pub fn add_dd(self, x: DoubleDouble) -> DoubleDouble {
-        let (s, e) = two_sum(self.hi, x.hi);
-        fast_two_sum(s, e + self.lo + x.lo)
-    }
-
-    #[inline]
-    pub fn neg(self) -> DoubleDouble {
-        DoubleDouble {
-            hi: -self.hi,
-            lo: -self.lo,
-        }
-    }
-
     /// `x * x` exactly, as a pair.
     #[inline]
     pub fn square(x: f64) -> DoubleDouble {
@@ -61,20 +41,55 @@ impl DoubleDouble {
         DoubleDouble { hi: p, lo: e }
     }
 
-    pub fn mul(self, x: DoubleDouble) -> DoubleDouble {
+    pub fn value(self) -> f64 {
+        self.hi + self.lo
+    }
+}
+
+impl std::ops::Add<f64> for DoubleDouble {
+    type Output = DoubleDouble;
+    #[inline]
+    fn add(self, x: f64) -> DoubleDouble {
+        let (s, e) = two_sum(self.hi, x);
+        fast_two_sum(s, e + self.lo)
+    }
+}
+
+impl std::ops::Add for DoubleDouble {
+    type Output = DoubleDouble;
+    #[inline]
+    fn add(self, x: DoubleDouble) -> DoubleDouble {
+        let (s, e) = two_sum(self.hi, x.hi);
+        fast_two_sum(s, e + self.lo + x.lo)
+    }
+}
+
+impl std::ops::Neg for DoubleDouble {
+    type Output = DoubleDouble;
+    #[inline]
+    fn neg(self) -> DoubleDouble {
+        DoubleDouble {
+            hi: -self.hi,
+            lo: -self.lo,
+        }
+    }
+}
+
+impl std::ops::Mul for DoubleDouble {
+    type Output = DoubleDouble;
+    fn mul(self, x: DoubleDouble) -> DoubleDouble {
         let (p, e) = two_prod(self.hi, x.hi);
         fast_two_sum(p, e + self.hi * x.lo + self.lo * x.hi)
     }
+}
 
-    pub fn div(self, d: f64) -> DoubleDouble {
+impl std::ops::Div<f64> for DoubleDouble {
+    type Output = DoubleDouble;
+    fn div(self, d: f64) -> DoubleDouble {
         let q = self.hi / d;
         let (p, e) = two_prod(q, d);
         let r = ((self.hi - p) - e + self.lo) / d;
         fast_two_sum(q, r)
-    }
-
-    pub fn value(self) -> f64 {
-        self.hi + self.lo
     }
 }
 
@@ -84,7 +99,7 @@ pub fn sample_variance(n: usize, sum: DoubleDouble, sum_sq: DoubleDouble) -> Opt
         return None;
     }
     let n = n as f64;
-    let centered = sum_sq.add_dd(sum.mul(sum).div(n).neg());
+    let centered = sum_sq + -(sum * sum / n);
     Some((centered.value() / (n - 1.0)).max(0.0))
 }
 
@@ -100,9 +115,9 @@ mod tests {
             .collect();
         let mut sum = DoubleDouble::ZERO;
         for (i, &v) in values.iter().enumerate() {
-            sum = sum.add(v);
+            sum = sum + v;
             if i >= 10 {
-                sum = sum.add(-values[i - 10]);
+                sum = sum + -values[i - 10];
             }
         }
         let direct: f64 = values[values.len() - 10..].iter().sum();
@@ -114,8 +129,8 @@ mod tests {
         let xs = [1e9 + 1.0, 1e9 + 2.0, 1e9 + 3.0, 1e9 + 4.0];
         let (mut s, mut q) = (DoubleDouble::ZERO, DoubleDouble::ZERO);
         for x in xs {
-            s = s.add(x);
-            q = q.add_dd(DoubleDouble::square(x));
+            s = s + x;
+            q = q + DoubleDouble::square(x);
         }
         assert_eq!(sample_variance(4, s, q), Some(5.0 / 3.0));
         assert_eq!(sample_variance(1, s, q), None);
