@@ -725,7 +725,8 @@ impl GpuBackend {
 /// computed with the CPU reference's own functions, so the device's result is exact whatever
 /// its float arithmetic. Normalize steps fold in when only layout changes and crops that need
 /// no padding lie between (they move values without changing them; a padded crop inserts
-/// zeros that a later Normalize must see). Returns the dims the channels are read in at the
+/// zeros that a later Normalize must see; that one runs on the device, its division corrected
+/// to the CPU's rounding in the shader). Returns the dims the channels are read in at the
 /// ToTensor step (`None`: one channel), 256 values per channel, and the folded steps'
 /// positions in `after`.
 fn float_image_table(after: &[Step]) -> (Option<kiln_core::image::ImageDims>, Vec<f32>, Vec<usize>) {

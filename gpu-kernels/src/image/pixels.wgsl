@@ -179,7 +179,30 @@ fn normalize(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgrou
     }
     let mean = bitcast<f32>(table[ch]);
     let deviation = bitcast<f32>(table[c + ch]);
-    dst[d + i] = bitcast<u32>((bitcast<f32>(src[s + i]) - mean) / deviation);
+    dst[d + i] = bitcast<u32>(divide_exact(bitcast<f32>(src[s + i]) - mean, deviation));
+}
+
+// `n / d` correctly rounded, as the CPU divides. Vulkan lets a division be 2.5 ulp off (the
+// NVIDIA H200 was, where lavapipe was exact); subtraction is exact-rounded already. The
+// device's quotient is corrected by comparing exact residuals `n - q * d` (fma) of it and its
+// neighbours up to 3 ulp away: the nearest quotient has the smallest, and a binary quotient is
+// never exactly halfway, so there is no tie to break.
+fn divide_exact(n: f32, d: f32) -> f32 {
+    let q = n / d;
+    if (q == 0.0 || q != q || abs(q) > 3.0e38) {
+        return q;
+    }
+    var best = q;
+    var best_residual = abs(fma(-q, d, n));
+    for (var k = -3; k <= 3; k++) {
+        let candidate = bitcast<f32>(bitcast<i32>(q) + k);
+        let residual = abs(fma(-candidate, d, n));
+        if (residual < best_residual) {
+            best = candidate;
+            best_residual = residual;
+        }
+    }
+    return best;
 }
 
 // HWC -> CHW when `chw` is 1, CHW -> HWC otherwise; one invocation per destination element.
