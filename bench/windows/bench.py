@@ -5,6 +5,7 @@ Each tool reads the same Parquet files and writes its windows as Parquet; every 
 separate process so peak memory (max RSS) is its own. Rows and a sample of values are
 checked to agree before any time is reported.
 
+    pip install -r bench/windows/requirements.txt   # Polars, into the reference venv
     python bench/windows/bench.py --kiln target/release/kiln [--entities 100000 --events 10000000]
 """
 from __future__ import annotations

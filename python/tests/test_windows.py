@@ -392,3 +392,44 @@ def test_python_api_in_memory_and_to_files(tmp_path: Path) -> None:
         kiln.windows(events, "nope", "time", spec)
     with pytest.raises(TypeError, match="must be a path"):
         kiln.windows(42, "user", "time", spec)
+
+
+def test_single_files_paths_and_type_mismatches(tmp_path: Path) -> None:
+    frame = random_events(91, entities=8)
+    spec = base_spec(features=FEATURES[:4])
+    events = write_parquet(frame, tmp_path / "events", files=1)
+    # One file instead of a directory; kiln.windows with a path equals the CLI.
+    run_windows(events / "part-0.parquet", spec, tmp_path / "one")
+    report = kiln.windows(events, "user", "time", spec, output=tmp_path / "py", progress=False)
+    assert report["rows"] > 0
+    pd.testing.assert_frame_equal(read_output(tmp_path / "one"), read_output(tmp_path / "py"))
+    # Entities that are integers in one file and strings in another.
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    pq.write_table(pa.table({"user": [1, 2], "time": pa.array([1, 2], pa.timestamp("us", tz="UTC"))}),
+                   mixed / "a.parquet")
+    pq.write_table(pa.table({"user": ["x", "y"], "time": pa.array([1, 2], pa.timestamp("us", tz="UTC"))}),
+                   mixed / "b.parquet")
+    count_only = {"period": "2d", "every": "1d", "features": [{"name": "n", "agg": "count"}]}
+    result = run_windows(mixed, count_only, tmp_path / "o1", check=False)
+    assert result.returncode != 0 and "b.parquet" in result.stderr and "must agree across files" in result.stderr
+    # A time column of an unusable type, and a CSV value that is not a number.
+    floats = tmp_path / "floats"
+    floats.mkdir()
+    pq.write_table(pa.table({"user": [1], "time": [1.5]}), floats / "f.parquet")
+    result = run_windows(floats, count_only, tmp_path / "o2", check=False)
+    assert result.returncode != 0 and 'time column "time" is Float64' in result.stderr, result.stderr
+    bad_csv = tmp_path / "badcsv"
+    bad_csv.mkdir()
+    (bad_csv / "e.csv").write_text("user,time,amount\n1,1,2.5\n1,2,lots\n")
+    sums = {"period": "2d", "every": "1d", "features": [{"name": "s", "agg": "sum", "column": "amount"}]}
+    result = run_windows(bad_csv, sums, tmp_path / "o3", check=False)
+    assert result.returncode != 0 and "e.csv" in result.stderr and "lots" in result.stderr, result.stderr
+    # Labels whose entity type differs from the events'.
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    pq.write_table(pa.table({"user": ["x"], "time": pa.array([1], pa.timestamp("us", tz="UTC"))}),
+                   labels / "l.parquet")
+    with_label = dict(count_only, label={"agg": "count", "horizon": "1d"})
+    result = run_windows(events, with_label, tmp_path / "o4", "--labels", str(labels), check=False)
+    assert result.returncode != 0 and "its entity column is Utf8 but the events' is Int64" in result.stderr, result.stderr
