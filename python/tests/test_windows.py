@@ -134,6 +134,8 @@ def assert_matches(got: pd.DataFrame, want: pd.DataFrame, spec: Dict[str, Any]) 
         for i, (a, b) in enumerate(zip(g, w)):
             if b is None or (isinstance(b, float) and math.isnan(b)):
                 assert a is None or math.isnan(a), (name, i, a, b)
+            elif math.isinf(b):
+                assert a == b, (name, i, a, b)
             else:
                 tol = 1e-12 * max(scale[i], abs(b)) + 1e-300
                 assert abs(a - b) <= tol, (name, i, a, b, tol)
@@ -213,7 +215,7 @@ def test_csv_rfc3339_and_epoch_micros_with_separate_labels(tmp_path: Path) -> No
 
 def test_no_feature_reads_an_event_at_or_after_t(tmp_path: Path) -> None:
     """Poison events at and after each window end: features must not change, labels must."""
-    frame = random_events(31)
+    frame = random_events(31, entities=300)
     spec = base_spec(start="2024-03-04T06:00:00Z", end="2024-03-14T06:00:00Z")
     clean = tmp_path / "clean"
     run_windows(write_parquet(frame, tmp_path / "events"), spec, clean)
@@ -225,7 +227,7 @@ def test_no_feature_reads_an_event_at_or_after_t(tmp_path: Path) -> None:
     run_windows(write_parquet(pd.concat([frame, poison]), tmp_path / "events2"), spec, poisoned)
     a, b = read_output(clean), read_output(poisoned)
     before = b[b["t"] <= cut].reset_index(drop=True)
-    assert len(before) > 50
+    assert len(before) > 200
     names = [f["name"] for f in FEATURES]
     pd.testing.assert_frame_equal(a[a["t"] <= cut].reset_index(drop=True)[["user", "t", *names]],
                                   before[["user", "t", *names]])
@@ -433,3 +435,68 @@ def test_single_files_paths_and_type_mismatches(tmp_path: Path) -> None:
     with_label = dict(count_only, label={"agg": "count", "horizon": "1d"})
     result = run_windows(events, with_label, tmp_path / "o4", "--labels", str(labels), check=False)
     assert result.returncode != 0 and "its entity column is Utf8 but the events' is Int64" in result.stderr, result.stderr
+
+
+def test_labels_table_without_rows_for_the_events(tmp_path: Path) -> None:
+    """A labels table with no rows (or none for a partition) gives empty labels, never the
+    events' own counts."""
+    frame = random_events(101, entities=10)
+    events = write_parquet(frame, tmp_path / "events", files=1)
+    empty = tmp_path / "labels"
+    empty.mkdir()
+    schema = pq.read_schema(events / "part-0.parquet")
+    pq.write_table(schema.empty_table(), empty / "none.parquet")
+    spec = base_spec(features=FEATURES[:2], label={"agg": "count", "horizon": "2d"})
+    run_windows(events, spec, tmp_path / "out", "--labels", str(empty))
+    got = read_output(tmp_path / "out")
+    assert len(got) > 0 and (got["label"] == 0).all()
+    table = pq.read_table(events)
+    in_memory = kiln.windows(table, "user", "time", dict(spec, label={"agg": "sum", "column": "amount", "horizon": "2d"}),
+                             labels=table.schema.empty_table())
+    # Sums of nothing are 0, as pandas sums (not the events' own amounts).
+    assert in_memory.num_rows == len(got) and in_memory.column("label").to_pylist() == [0.0] * len(got)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # pandas' std of inf
+def test_infinities_do_not_poison_later_windows(tmp_path: Path) -> None:
+    day = pd.Timedelta("1d")
+    t0 = pd.Timestamp("2024-01-01T12:00:00Z")
+    amounts = [1.0, float("inf"), 2.0, float("-inf"), 3.0, 4.0, 5.0, 6.0, 7.0]
+    frame = pd.DataFrame({"user": 1, "time": [t0 + i * day for i in range(len(amounts))], "amount": amounts})
+    spec = {"period": "2d", "every": "1d", "features": [
+        {"name": "s", "agg": "sum", "column": "amount"}, {"name": "m", "agg": "mean", "column": "amount"},
+        {"name": "sd", "agg": "std", "column": "amount"}, {"name": "hi", "agg": "max", "column": "amount"}]}
+    got = kiln.windows(frame, "user", "time", spec).to_pandas()
+    got["t"] = got["t"].dt.as_unit("ns").astype("int64")
+    want = reference_windows(frame, "user", "time", spec)
+    assert_matches(got, want, spec)
+    # The last windows hold only finite values again: finite sums.
+    assert np.isfinite(got["s"].iloc[-3:]).all()
+
+
+def test_in_memory_checks_labels_like_the_cli() -> None:
+    frame = random_events(111, entities=4)
+    frame["time"] = pd.to_datetime(frame["ns"], utc=True)
+    events = frame.drop(columns=["ns"])
+    count_only = {"period": "2d", "every": "1d", "features": [{"name": "n", "agg": "count"}]}
+    with pytest.raises(kiln.ArgumentError, match="the spec has no `label`"):
+        kiln.windows(events, "user", "time", count_only, labels=events)
+    strings = events.assign(user=events["user"].astype(str))
+    with pytest.raises(kiln.ArgumentError, match="its entity column is Utf8 but the events' is Int64"):
+        kiln.windows(events, "user", "time", dict(count_only, label={"agg": "count", "horizon": "1d"}), labels=strings)
+
+
+def test_csv_column_empty_in_the_sampled_rows(tmp_path: Path) -> None:
+    """Type inference samples 10,000 rows; a column first filled after them is still read."""
+    events = tmp_path / "events"
+    events.mkdir()
+    rows = ["user,time,coupon"] + [f"1,{i * 60_000_000}," for i in range(10_050)]
+    rows += [f"1,{(10_050 + i) * 60_000_000},C{i % 3}" for i in range(30)]
+    rows += [f"1,{9 * 86_400_000_000},"]  # a later event, so windows reach past the coupons
+    (events / "e.csv").write_text("\n".join(rows) + "\n")
+    spec = {"period": "1d", "every": "1d", "features": [
+        {"name": "coupons", "agg": "n_unique", "column": "coupon"},
+        {"name": "used", "agg": "count", "column": "coupon"}]}
+    report = json.loads(run_windows(events, spec, tmp_path / "out").stdout)
+    got = read_output(tmp_path / "out")
+    assert report["rows"] == len(got) and got["used"].sum() == 30 and got["coupons"].max() == 3

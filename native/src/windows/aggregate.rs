@@ -247,6 +247,11 @@ struct Slide {
     hi: usize,
     sum: DoubleDouble,
     sum_sq: DoubleDouble,
+    /// Values the double-double sums cannot hold: +inf, -inf, and finite values whose
+    /// square overflows. Counted apart, so one of them leaving the window leaves no NaN.
+    pos_inf: usize,
+    neg_inf: usize,
+    huge: usize,
     min: VecDeque<usize>,
     max: VecDeque<usize>,
     counts: HashMap<u64, u32>,
@@ -279,6 +284,7 @@ impl Slide {
         self.hi = 0;
         self.sum = DoubleDouble::ZERO;
         self.sum_sq = DoubleDouble::ZERO;
+        (self.pos_inf, self.neg_inf, self.huge) = (0, 0, 0);
         self.min.clear();
         self.max.clear();
         self.counts.clear();
@@ -290,11 +296,7 @@ impl Slide {
         while self.hi < n && edges.before_end(list.times[self.hi], end) {
             let i = self.hi;
             if self.needs.sum {
-                let v = list.values[i];
-                self.sum = self.sum + v;
-                if self.needs.squares {
-                    self.sum_sq = self.sum_sq + DoubleDouble::square(v);
-                }
+                self.enter(list.values[i], 1);
             }
             if self.needs.min {
                 while self.min.back().is_some_and(|&j| list.values[j] >= list.values[i]) {
@@ -316,11 +318,7 @@ impl Slide {
         while self.lo < self.hi && edges.before_start(list.times[self.lo], start) {
             let i = self.lo;
             if self.needs.sum {
-                let v = list.values[i];
-                self.sum = self.sum + -v;
-                if self.needs.squares {
-                    self.sum_sq = self.sum_sq + -DoubleDouble::square(v);
-                }
+                self.enter(list.values[i], -1);
             }
             if self.needs.unique {
                 let key = list.keys[i];
@@ -345,15 +343,55 @@ impl Slide {
         }
     }
 
+    /// Adds (`sign` 1) or removes (`sign` -1) `v` from the sums.
+    #[inline]
+    fn enter(&mut self, v: f64, sign: isize) {
+        let step = |count: &mut usize| *count = count.wrapping_add_signed(sign);
+        if v.is_infinite() {
+            step(if v > 0.0 {
+                &mut self.pos_inf
+            } else {
+                &mut self.neg_inf
+            });
+            return;
+        }
+        let signed = if sign > 0 { v } else { -v };
+        self.sum = self.sum + signed;
+        if self.needs.squares {
+            let square = DoubleDouble::square(v);
+            if square.hi.is_finite() {
+                self.sum_sq = self.sum_sq + if sign > 0 { square } else { -square };
+            } else {
+                step(&mut self.huge);
+            }
+        }
+    }
+
+    /// The window's sum, with infinities as IEEE adds them (inf - inf is NaN).
+    fn total(&self) -> f64 {
+        match (self.pos_inf > 0, self.neg_inf > 0) {
+            (true, true) => f64::NAN,
+            (true, false) => f64::INFINITY,
+            (false, true) => f64::NEG_INFINITY,
+            (false, false) => self.sum.value(),
+        }
+    }
+
     fn value(&self, agg: Agg, list: &Compact, end: i64) -> Value {
         let n = self.hi - self.lo;
         let last = |v: Option<f64>| if n == 0 { None } else { v };
+        let finite = self.pos_inf + self.neg_inf == 0;
         match agg {
             Agg::Count => Value::Int(n as i64),
             Agg::NUnique => Value::Int(self.counts.len() as i64),
-            Agg::Sum => Value::Float(Some(self.sum.value())),
-            Agg::Mean => Value::Float(last(Some((self.sum / n as f64).value()))),
-            Agg::Std => Value::Float(sample_variance(n, self.sum, self.sum_sq).map(f64::sqrt)),
+            Agg::Sum => Value::Float(Some(self.total())),
+            Agg::Mean if finite => Value::Float(last(Some((self.sum / n as f64).value()))),
+            Agg::Mean => Value::Float(last(Some(self.total()))),
+            // An infinite value, or one whose square overflows, has no finite spread.
+            Agg::Std if finite && self.huge == 0 => {
+                Value::Float(sample_variance(n, self.sum, self.sum_sq).map(f64::sqrt))
+            }
+            Agg::Std => Value::Float((n >= 2).then_some(f64::NAN)),
             Agg::Min => Value::Float(self.min.front().map(|&j| list.values[j])),
             Agg::Max => Value::Float(self.max.front().map(|&j| list.values[j])),
             Agg::First => Value::Float(last(list.values.get(self.lo).copied())),
@@ -409,10 +447,18 @@ fn direct(
         return Value::Float(None);
     }
     let values = || &list.values[range.clone()];
+    // Only numeric aggregates have values to look at (counts and times read `times`).
+    let finite = !agg.is_numeric() || values().iter().all(|v| v.is_finite());
+    // Infinities as IEEE adds them; the double-double only holds finite values.
     let sum = || values().iter().fold(DoubleDouble::ZERO, |s, &v| s + v);
     Value::Float(match agg {
+        Agg::Sum | Agg::Mean if !finite => {
+            let plain: f64 = values().iter().sum();
+            Some(if agg == Agg::Mean { plain / n as f64 } else { plain })
+        }
         Agg::Sum => Some(sum().value()),
         Agg::Mean => Some((sum() / n as f64).value()),
+        Agg::Std if !finite || values().iter().any(|v| !(v * v).is_finite()) => (n >= 2).then_some(f64::NAN),
         Agg::Std => {
             let (s, q) = values()
                 .iter()
@@ -595,8 +641,7 @@ pub fn compute_bucket(
             slides[i].reset(needs[i]);
         }
         // This entity's label events, from the labels table (both sorted by entity).
-        let label_source: Option<usize> = plan.label_input;
-        match (&label_table, label_source) {
+        match (&label_table, plan.label_input) {
             (Some((label_entities, label_times, label_column)), Some(_)) => {
                 while label_row < label_times.len()
                     && label_entities.cmp_with(label_row, &entities, a).is_lt()
@@ -610,6 +655,8 @@ pub fn compute_bucket(
                 label_column.compact(label_times, label_row..end, &mut label_list);
                 label_row = end;
             }
+            // A partition the labels table has no rows for: no label events.
+            (None, Some(_)) if plan.separate_labels => label_list.clear(),
             (None, Some(input)) => inputs[input].compact(times, a..b, &mut label_list),
             _ => {}
         }

@@ -100,7 +100,9 @@ pub fn sample_variance(n: usize, sum: DoubleDouble, sum_sq: DoubleDouble) -> Opt
     }
     let n = n as f64;
     let centered = sum_sq + -(sum * sum / n);
-    Some((centered.value() / (n - 1.0)).max(0.0))
+    // Rounding can leave a zero spread a hair below zero; NaN stays NaN.
+    let variance = centered.value() / (n - 1.0);
+    Some(if variance < 0.0 { 0.0 } else { variance })
 }
 
 #[cfg(test)]

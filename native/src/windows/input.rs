@@ -238,17 +238,15 @@ fn read_csv<R: Read + Seek>(
         return Err(fail(problem));
     }
     // Inference only saw the first rows: columns aggregated as numbers are read as float64
-    // whatever those rows held, and timestamps stay text for kiln's strict RFC 3339 parser.
+    // whatever those rows held, timestamps stay text for kiln's strict RFC 3339 parser, and
+    // columns empty in all those rows are read as text (not as all-null); dates stay dates.
     let fields: Vec<arrow::datatypes::Field> = inferred
         .fields()
         .iter()
         .map(|f| {
             let data_type = if number_columns.contains(f.name()) {
                 DataType::Float64
-            } else if matches!(
-                f.data_type(),
-                DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64
-            ) {
+            } else if matches!(f.data_type(), DataType::Timestamp(_, _) | DataType::Null) {
                 DataType::Utf8
             } else {
                 f.data_type().clone()

@@ -77,8 +77,31 @@ pub struct WindowsOptions {
 pub const DEFAULT_MEMORY: u64 = 2 << 30;
 /// Below this the per-partition working set alone would not fit.
 pub const MIN_MEMORY: u64 = 64 << 20;
-/// Output rows per batch (one Parquet row group each).
-const CHUNK_ROWS: usize = 65_536;
+/// Output rows per batch (one Parquet row group each), fewer when rows are wide (a long
+/// sequence tensor), so a batch stays near 32 MiB.
+fn chunk_rows(spec: &WindowSpec) -> usize {
+    let values = spec.steps().unwrap_or(0) * spec.features.len() + spec.features.len() + 4;
+    ((32 << 20) / (8 * values)).clamp(1, 65_536)
+}
+
+/// A labels table needs a label.
+fn check_labels(spec: &WindowSpec, has_labels: bool) -> Result<()> {
+    if has_labels && spec.label.is_none() {
+        return Err(Error::invalid("--labels", "given, but the spec has no `label`"));
+    }
+    Ok(())
+}
+
+/// Label entities are compared with the events': their types must agree.
+fn check_entity_types(events: Option<&DataType>, labels: Option<&DataType>) -> Result<()> {
+    match (events, labels) {
+        (Some(e), Some(l)) if e != l => Err(Error::invalid(
+            "--labels",
+            format!("its entity column is {l} but the events' is {e}"),
+        )),
+        _ => Ok(()),
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct WindowsReport {
@@ -315,11 +338,12 @@ fn read_table(
                         .into_iter()
                         .filter(|(p, _)| !skip[*p])
                         .collect();
+                    let schema = prepared.batch.schema();
                     drop(prepared);
                     partitions
                         .lock()
                         .expect("partitions lock")
-                        .push(pieces, bytes, &name)
+                        .push(&schema, pieces, bytes, &name)
                 });
                 bar.inc(table.size(index));
                 if let Err(e) = result {
@@ -358,9 +382,7 @@ pub fn windows(opts: &WindowsOptions) -> Result<WindowsReport> {
         ));
     }
     let plan_inputs = InputPlan::new(&spec, opts.labels.is_some());
-    if opts.labels.is_some() && spec.label.is_none() {
-        return Err(Error::invalid("--labels", "given, but the spec has no `label`"));
-    }
+    check_labels(&spec, opts.labels.is_some())?;
     let runtime = Arc::new(
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -471,20 +493,10 @@ pub fn windows(opts: &WindowsOptions) -> Result<WindowsReport> {
         .schema()
         .map(|s| s.field(prepare::ENTITY).data_type().clone())
         .unwrap_or(DataType::Int64);
-    if let (Some(events_schema), Some(labels_schema)) = (event_parts.schema(), label_parts.schema()) {
-        if events_schema.field(prepare::ENTITY).data_type()
-            != labels_schema.field(prepare::ENTITY).data_type()
-        {
-            return Err(Error::invalid(
-                "--labels",
-                format!(
-                    "its entity column is {} but the events' is {}",
-                    labels_schema.field(prepare::ENTITY).data_type(),
-                    events_schema.field(prepare::ENTITY).data_type()
-                ),
-            ));
-        }
-    }
+    check_entity_types(
+        event_parts.schema().map(|s| s.field(prepare::ENTITY).data_type()),
+        label_parts.schema().map(|s| s.field(prepare::ENTITY).data_type()),
+    )?;
     report.spilled_bytes = event_parts.spilled_bytes + label_parts.spilled_bytes;
     let schema = aggregate::output_schema(&spec, &opts.entity, &entity_type);
 
@@ -533,7 +545,7 @@ pub fn windows(opts: &WindowsOptions) -> Result<WindowsReport> {
                         &schema,
                         &part_events,
                         part_labels.as_ref(),
-                        CHUNK_ROWS,
+                        chunk_rows(&spec),
                         &mut |batch| writer.write(&batch),
                     )?;
                     drop(part_events);
@@ -631,6 +643,7 @@ pub fn windows_table(
     spec_json: &str,
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let spec = WindowSpec::parse(spec_json)?;
+    check_labels(&spec, labels.is_some())?;
     let plan = InputPlan::new(&spec, labels.is_some());
     let canonical = |batches: &[RecordBatch], inputs: &Inputs| -> Result<Option<RecordBatch>> {
         let mut prepared = Vec::new();
@@ -650,6 +663,10 @@ pub fn windows_table(
     };
     let events = canonical(events, &plan.events)?;
     let labels = labels.map(|l| canonical(l, &plan.labels)).transpose()?.flatten();
+    check_entity_types(
+        events.as_ref().map(|e| e.column(prepare::ENTITY).data_type()),
+        labels.as_ref().map(|l| l.column(prepare::ENTITY).data_type()),
+    )?;
     let entity_type = events
         .as_ref()
         .map(|e| e.column(prepare::ENTITY).data_type().clone())
@@ -663,7 +680,7 @@ pub fn windows_table(
             &schema,
             &events,
             labels.as_ref(),
-            CHUNK_ROWS,
+            chunk_rows(&spec),
             &mut |b| {
                 out.push(b);
                 Ok(())

@@ -99,28 +99,30 @@ impl Partitions {
 
     /// Adds one split batch (from [`split`]); spills everything once past the budget.
     /// `origin` names the file, for a schema mismatch.
+    /// The schema is checked even when every piece was dropped (partitions finished earlier).
     pub fn push(
         &mut self,
+        schema: &SchemaRef,
         pieces: Vec<(usize, RecordBatch)>,
         total_bytes: usize,
         origin: &str,
     ) -> Result<()> {
+        match &self.schema {
+            None => self.schema = Some(schema.clone()),
+            Some(earlier) if earlier != schema => {
+                return Err(Error::Events {
+                    file: origin.to_owned(),
+                    problem: format!(
+                        "its columns read as {} but earlier files' as {} (entity and value types must agree across files)",
+                        describe(schema),
+                        describe(earlier)
+                    ),
+                })
+            }
+            Some(_) => {}
+        }
         let rows: usize = pieces.iter().map(|(_, b)| b.num_rows()).sum();
         for (part, batch) in pieces {
-            match &self.schema {
-                None => self.schema = Some(batch.schema()),
-                Some(schema) if schema != &batch.schema() => {
-                    return Err(Error::Events {
-                        file: origin.to_owned(),
-                        problem: format!(
-                            "its columns read as {} but earlier files' as {} (entity and value types must agree across files)",
-                            describe(&batch.schema()),
-                            describe(schema)
-                        ),
-                    })
-                }
-                Some(_) => {}
-            }
             let share = total_bytes * batch.num_rows() / rows.max(1);
             self.parts[part].bytes += share;
             self.buffered += share;
@@ -238,7 +240,7 @@ mod tests {
             if round == 2 {
                 parts.budget = usize::MAX; // the last round stays in memory
             }
-            parts.push(pieces, 1000, "f").unwrap();
+            parts.push(&b.schema(), pieces, 1000, "f").unwrap();
         }
         assert_eq!(parts.spills, 2);
         for p in 0..4 {
