@@ -18,14 +18,14 @@ from conftest import EXAMPLES, FIXED_MEL, IMAGENET, LOG_MEL, DECODE_U8, tone, wr
 FIXED_MEL_PATH = FIXED_MEL
 
 
-@pytest.fixture(scope="module")
-def spark():
+def local_session():
+    """The active local session, or a new one (a test before may have stopped it)."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
     from pyspark.sql import SparkSession
 
-    session = (
+    return (
         SparkSession.builder.master("local[2]")
         .appName("kiln-tests")
         .config("spark.ui.enabled", "false")
@@ -34,8 +34,13 @@ def spark():
         .config("spark.sql.shuffle.partitions", "2")
         .getOrCreate()
     )
+
+
+@pytest.fixture(scope="module")
+def spark():
+    session = local_session()
     yield session
-    session.stop()
+    local_session().stop()
 
 
 @pytest.fixture(scope="module")
@@ -204,8 +209,9 @@ def test_converter_reuses_across_sessions_and_shards_cover_the_rows(spark, media
     session.stop()
 
 
-def test_windows_per_entity_group_matches_reference(spark, tmp_path):
+def test_windows_per_entity_group_matches_reference(tmp_path):
     """``kiln.spark.windows`` (groupBy(entity).applyInArrow) against the pandas reference."""
+    spark = local_session()
     import pandas as pd
     import pyarrow as pa
     from kiln import spark as ks
