@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::error::{IoContext, Result};
-use crate::fsio::write_atomic;
+use crate::error::{Error, IoContext, Result};
+use crate::fsio::{write_atomic, TMP_MARK};
 
 #[derive(Debug)]
 pub struct Journal {
@@ -70,4 +70,32 @@ pub fn read_journal<P: DeserializeOwned, R: DeserializeOwned>(
     };
     let records = lines.map_while(|line| serde_json::from_str(line).ok()).collect();
     Ok(Ok((plan, records)))
+}
+
+/// Checks that an output directory holds only what a resumable run writes (`ours` says which
+/// names; kiln's temporaries always are) and removes the temporaries an interrupted run left:
+/// they were never renamed, so never part of the output. `refuse` turns the problem into the
+/// caller's error. `Ok(false)` when `dir` does not exist yet.
+pub fn claim_output_dir(
+    dir: &Path,
+    ours: impl Fn(&str) -> bool,
+    refuse: impl Fn(String) -> Error,
+) -> Result<bool> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io("listing", dir, e)),
+    };
+    for entry in entries {
+        let name = entry.at("listing", dir)?.file_name();
+        let name = name.to_string_lossy();
+        if name.contains(TMP_MARK) {
+            let _ = fs::remove_file(dir.join(&*name));
+        } else if !ours(&name) {
+            return Err(refuse(format!(
+                "holds {name:?}, which kiln did not write; choose an empty or new directory"
+            )));
+        }
+    }
+    Ok(true)
 }

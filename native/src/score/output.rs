@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::model::OutputSpec;
 use crate::cache::sha256_file;
 use crate::error::{Error, IoContext, Result};
-use crate::fsio::{AtomicFile, TMP_MARK};
+use crate::fsio::AtomicFile;
 
 pub const MANIFEST: &str = "manifest.json";
 pub const JOURNAL: &str = "progress.jsonl";
@@ -107,28 +107,11 @@ fn output_error(dir: &Path, problem: impl Into<String>) -> Error {
 /// batch size now.
 pub fn load_progress(dir: &Path, plan: &mut Plan) -> Result<BTreeMap<u64, ShardRecord>> {
     let mut records = BTreeMap::new();
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(records),
-        Err(e) => return Err(Error::io("listing", dir, e)),
+    let ours = |name: &str| {
+        name == MANIFEST || name == JOURNAL || (name.starts_with("part-") && name.ends_with(".parquet"))
     };
-    for entry in entries {
-        let name = entry.at("listing", dir)?.file_name();
-        let name = name.to_string_lossy();
-        let ours = name == MANIFEST
-            || name == JOURNAL
-            || name.contains(TMP_MARK)
-            || (name.starts_with("part-") && name.ends_with(".parquet"));
-        if !ours {
-            return Err(output_error(
-                dir,
-                format!("holds {name:?}, which kiln did not write; choose an empty or new directory"),
-            ));
-        }
-        if name.contains(TMP_MARK) {
-            // A temporary of an interrupted run: never renamed, so never part of the output.
-            let _ = fs::remove_file(dir.join(&*name));
-        }
+    if !crate::journal::claim_output_dir(dir, ours, |problem| output_error(dir, problem))? {
+        return Ok(records);
     }
     let manifest_path = dir.join(MANIFEST);
     let journal_path = dir.join(JOURNAL);

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::cache::sha256_file;
 use crate::error::{Error, IoContext, Result};
 use crate::export::tfrecord_records;
-use crate::fsio::{AtomicFile, TMP_MARK};
+use crate::fsio::AtomicFile;
 
 pub const MANIFEST: &str = "manifest.json";
 pub const JOURNAL: &str = "progress.jsonl";
@@ -115,29 +115,14 @@ pub enum Earlier {
 /// Checks `dir` against `plan`: refuses another run's output or files kiln did not write,
 /// clears an interrupted run's temporaries and spill files.
 pub fn check_dir(dir: &Path, plan: &Plan) -> Result<Earlier> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Earlier::Nothing),
-        Err(e) => return Err(Error::io("listing", dir, e)),
-    };
-    for entry in entries {
-        let name = entry.at("listing", dir)?.file_name();
-        let name = name.to_string_lossy();
-        let ours = name == MANIFEST
+    let ours = |name: &str| {
+        name == MANIFEST
             || name == JOURNAL
             || name == SPILL_DIR
-            || name.contains(TMP_MARK)
-            || (name.starts_with("part-") && (name.ends_with(".parquet") || name.ends_with(".tfrecord")));
-        if !ours {
-            return Err(output_error(
-                dir,
-                format!("holds {name:?}, which kiln did not write; choose an empty or new directory"),
-            ));
-        }
-        if name.contains(TMP_MARK) {
-            // A temporary of an interrupted run: never renamed, so never part of the output.
-            let _ = fs::remove_file(dir.join(&*name));
-        }
+            || (name.starts_with("part-") && (name.ends_with(".parquet") || name.ends_with(".tfrecord")))
+    };
+    if !crate::journal::claim_output_dir(dir, ours, |problem| output_error(dir, problem))? {
+        return Ok(Earlier::Nothing);
     }
     let spill = dir.join(SPILL_DIR);
     if spill.exists() {
