@@ -347,9 +347,13 @@ def test_bad_inputs_and_directories(tmp_path: Path) -> None:
     result = run_windows(bad, spec, tmp_path / "o1", check=False)
     assert result.returncode != 0 and "e.csv" in result.stderr and "with an offset" in result.stderr
     (bad / "e.csv").write_text("garbage")
-    (bad / "e.parquet").write_bytes(b"PAR1 not really")
+    (bad / "f.parquet").write_bytes(b"PAR1 not really")
+    # Both files are bad: the first in path order is the one reported, whatever the threads did.
     result = run_windows(bad, spec, tmp_path / "o2", check=False)
-    assert result.returncode != 0 and "e.parquet" in result.stderr, result.stderr
+    assert result.returncode != 0 and "e.csv: has no column" in result.stderr, result.stderr
+    (bad / "e.csv").unlink()
+    result = run_windows(bad, spec, tmp_path / "o2b", check=False)
+    assert result.returncode != 0 and "f.parquet: not a readable Parquet file" in result.stderr, result.stderr
     result = run_windows(tmp_path / "missing", spec, tmp_path / "o3", check=False)
     assert result.returncode != 0 and "missing" in result.stderr
     events = write_parquet(random_events(62, entities=5), tmp_path / "events", files=1)

@@ -314,19 +314,21 @@ fn read_table(
     bar: &ProgressBar,
 ) -> Result<()> {
     let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
+    // The lowest-numbered file that failed: files after it stop, files before it finish, so
+    // the error reported is the first file's in path order, whatever the threads' timing.
+    let first_failed = AtomicUsize::new(usize::MAX);
     let errors = Mutex::new(Vec::new());
     let workers = opts.workers.clamp(1, table.count().max(1));
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| loop {
                 let index = next.fetch_add(1, Ordering::SeqCst);
-                if index >= table.count() || failed.load(Ordering::SeqCst) {
+                if index >= table.count() || index > first_failed.load(Ordering::SeqCst) {
                     break;
                 }
                 let name = table.name(index);
                 let result = table.read(index, &opts.entity, &opts.time, &mut |prepared| {
-                    if failed.load(Ordering::SeqCst) {
+                    if index > first_failed.load(Ordering::SeqCst) {
                         return Err(Error::Cancelled);
                     }
                     totals
@@ -348,16 +350,21 @@ fn read_table(
                 bar.inc(table.size(index));
                 if let Err(e) = result {
                     if !matches!(e, Error::Cancelled) {
-                        errors.lock().expect("errors lock").push(e);
+                        first_failed.fetch_min(index, Ordering::SeqCst);
+                        errors.lock().expect("errors lock").push((index, e));
                     }
-                    failed.store(true, Ordering::SeqCst);
                     break;
                 }
             });
         }
     });
-    match errors.into_inner().expect("errors lock").into_iter().next() {
-        Some(e) => Err(e),
+    match errors
+        .into_inner()
+        .expect("errors lock")
+        .into_iter()
+        .min_by_key(|(index, _)| *index)
+    {
+        Some((_, e)) => Err(e),
         None => Ok(()),
     }
 }

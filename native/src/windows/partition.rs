@@ -69,6 +69,9 @@ pub struct Partitions {
     name: &'static str,
     parts: Vec<Partition>,
     schema: Option<SchemaRef>,
+    /// The file the schema was first seen in, for a mismatch (files are read in parallel, so
+    /// the error names both).
+    schema_origin: String,
     buffered: usize,
     budget: usize,
     pub spilled_bytes: u64,
@@ -82,6 +85,7 @@ impl Partitions {
             name,
             parts: (0..count).map(|_| Partition::default()).collect(),
             schema: None,
+            schema_origin: String::new(),
             buffered: 0,
             budget,
             spilled_bytes: 0,
@@ -108,13 +112,17 @@ impl Partitions {
         origin: &str,
     ) -> Result<()> {
         match &self.schema {
-            None => self.schema = Some(schema.clone()),
+            None => {
+                self.schema = Some(schema.clone());
+                self.schema_origin = origin.to_owned();
+            }
             Some(earlier) if earlier != schema => {
                 return Err(Error::Events {
                     file: origin.to_owned(),
                     problem: format!(
-                        "its columns read as {} but earlier files' as {} (entity and value types must agree across files)",
+                        "its columns read as {} but those of {} as {} (entity and value types must agree across files)",
                         describe(schema),
+                        self.schema_origin,
                         describe(earlier)
                     ),
                 })
